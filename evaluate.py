@@ -1,0 +1,28 @@
+#!/usr/bin/env python
+"""Evaluate a run: `python evaluate.py --run-dir R` prints one JSON object as the last line of stdout."""
+
+from __future__ import annotations
+
+import json
+
+from unit_tf.cli import ArgumentParser, quiet_tensorflow
+from unit_tf.errors import run_cli
+
+quiet_tensorflow()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(prog="evaluate.py", description="Evaluate a UNIT run's latest checkpoint.")
+    p.add_argument("--run-dir", required=True, help="the --output-dir of a train.py run")
+    p.add_argument("--data-dir", help="data folder (default: the run's, then $UNIT_DATA_DIR, then TFDS)")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    args = p.parse_args(argv)
+    from unit_tf.evaluation import evaluate
+
+    result = evaluate(args.run_dir, args.data_dir, args.split)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, "evaluate.py")

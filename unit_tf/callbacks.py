@@ -1,0 +1,139 @@
+"""Keras callbacks that monitor a run: metrics.csv + TensorBoard scalars, sample grids, checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from unit_tf.checkpoints import RunCheckpoint
+from unit_tf.images import GRID_ROWS, make_grid, write_png
+from unit_tf.model import METRIC_NAMES
+
+CSV_COLUMNS = ("step", "wall_time", "steps_per_sec", *METRIC_NAMES)
+
+
+def _global_step(model: keras.Model) -> int:
+    return int(model.g_optimizer.iterations.numpy())
+
+
+def truncate_csv(path: Path, last_step: int) -> None:
+    """Drop rows logged after `last_step` (a run killed after its last checkpoint), keeping the header."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= last_step]
+    if len(kept) != len(rows):
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows(kept)
+
+
+class TrainingLogger(keras.callbacks.Callback):
+    """Every `log_every` steps: a `metrics.csv` row, TensorBoard scalars and (without a terminal) a line.
+
+    The loss metrics are reset after each row, so every value is the mean over its logging interval.
+    """
+
+    def __init__(self, csv_path: Path, writer: tf.summary.SummaryWriter, log_every: int, total_steps: int,
+                 print_lines: bool | None = None) -> None:
+        super().__init__()
+        self.csv_path = Path(csv_path)
+        self.writer = writer
+        self.log_every = log_every
+        self.total_steps = total_steps
+        self.print_lines = (not sys.stdout.isatty()) if print_lines is None else print_lines
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
+        self.file = self.csv_path.open("a", newline="")
+        self.csv = csv.writer(self.file)
+        if new:
+            self.csv.writerow(CSV_COLUMNS)
+        self.last_time, self.last_step = time.time(), _global_step(self.model)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = _global_step(self.model)
+        if step % self.log_every and step != self.total_steps:
+            return
+        now = time.time()
+        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        values = {name: float(np.asarray(logs[name])) for name in METRIC_NAMES if logs and name in logs}
+        self.csv.writerow([step, f"{now:.3f}", f"{rate:.4f}", *(f"{values.get(n, float('nan')):.6g}"
+                                                                  for n in METRIC_NAMES)])
+        self.file.flush()
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(f"loss/{name}", value)
+            tf.summary.scalar("speed/steps_per_sec", rate)
+        if self.print_lines:
+            shown = " ".join(f"{k}={v:.4g}" for k, v in values.items())
+            print(f"step {step}/{self.total_steps} {rate:.2f} steps/s {shown}", flush=True)
+        for metric in self.model.metrics:
+            metric.reset_state()
+        self.last_time, self.last_step = now, step
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.file.close()
+        self.writer.flush()
+
+
+class SampleWriter(keras.callbacks.Callback):
+    """Every `sample_every` steps and at the end: `samples/step_<N>.png` and a TensorBoard image.
+
+    Rows: x_a, x_a->a, x_a->b, x_a->b->a, then the same for x_b (inference mode, latent means).
+    """
+
+    def __init__(self, sample_dir: Path, writer: tf.summary.SummaryWriter, x_a: np.ndarray, x_b: np.ndarray,
+                 every: int) -> None:
+        super().__init__()
+        self.sample_dir = Path(sample_dir)
+        self.writer = writer
+        self.x_a = tf.constant(x_a, tf.float32)
+        self.x_b = tf.constant(x_b, tf.float32)
+        self.every = every
+        self.last_written = -1
+        self._streams = None
+
+    def write(self, step: int) -> Path:
+        if self._streams is None:
+            self._streams = tf.function(self.model.streams)
+        streams = self._streams(self.x_a, self.x_b)
+        grid = make_grid([streams[name] for name in GRID_ROWS])
+        path = write_png(grid, self.sample_dir / f"step_{step}.png")
+        with self.writer.as_default(step=step):
+            tf.summary.image("samples", grid[None], step=step)
+        self.writer.flush()
+        self.last_written = step
+        return path
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = _global_step(self.model)
+        if step % self.every == 0:
+            self.write(step)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        step = _global_step(self.model)
+        if step != self.last_written:
+            self.write(step)
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves model, optimizers and RNG state every `every` steps and when training ends."""
+
+    def __init__(self, checkpoint: RunCheckpoint, every: int) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.every = every
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if _global_step(self.model) % self.every == 0:
+            self.checkpoint.save()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.checkpoint.save()

@@ -1,0 +1,61 @@
+"""Checkpoints of a run: model weights, both optimizers (and so the step), the latent-noise RNG state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from unit_tf.errors import UserError
+
+
+class RunCheckpoint:
+    """`tf.train.CheckpointManager` over `R/checkpoints/`, keeping the last `keep` checkpoints.
+
+    The manager writes the checkpoint files first and the `checkpoint` index last, so a crash mid-write
+    leaves the previous checkpoint as the latest one.
+    """
+
+    def __init__(self, model: tf.keras.Model, directory: str | Path, keep: int = 3) -> None:
+        self.model = model
+        self.checkpoint = tf.train.Checkpoint(
+            model=model,
+            d_optimizer=model.d_optimizer,
+            g_optimizer=model.g_optimizer,
+            latent_noise_seed=model.seed_generator.state,
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(directory), max_to_keep=keep, checkpoint_name="ckpt"
+        )
+
+    @property
+    def step(self) -> int:
+        return int(self.model.g_optimizer.iterations.numpy())
+
+    @property
+    def latest(self) -> str | None:
+        return self.manager.latest_checkpoint
+
+    def restore_latest(self, weights_only: bool = False) -> int | None:
+        """Restore the newest checkpoint; returns its step, or None if there is none."""
+        path = self.manager.latest_checkpoint
+        if path is None:
+            return None
+        try:
+            status = self.checkpoint.restore(path)
+            if weights_only:
+                status.expect_partial()
+            else:
+                status.assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as err:
+            raise UserError(
+                f"checkpoint {path} does not match this model ({type(err).__name__}); "
+                "use a new --output-dir or the settings the run was started with"
+            ) from None
+        return self.step
+
+    def save(self) -> str:
+        step = self.step
+        if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(f"-{step}"):
+            return self.manager.latest_checkpoint  # already saved at this step
+        return self.manager.save(checkpoint_number=step)

@@ -1,0 +1,304 @@
+"""The single source of hyperparameters: one dataclass, presets, and `--set key=value` overrides.
+
+Resolution order (later wins): dataclass defaults -> preset -> `--config FILE` -> `--set` -> CLI flags.
+The resolved config is written to every run directory as `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unit_tf.data.digits import DIGIT_DOMAINS, DIGIT_PAIRS
+from unit_tf.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    """Network shapes. Layer counts follow the official `cocogan_nets_da.py` digit networks."""
+
+    architecture: str = "digits"  # network family (see unit_tf.networks.ARCHITECTURES)
+    image_size: int = 32
+    channels_a: int = 3  # image channels of domain A (set from the data set)
+    channels_b: int = 1  # image channels of domain B (set from the data set)
+    gen_ch: int = 64  # base width of encoders and generators
+    dis_ch: int = 64  # base width of discriminators
+    # Shared-latent coupling: how many of the HIGHEST encoder layers, the FIRST (latent-side) generator
+    # layers and the highest discriminator layers are one set of layer objects used by both domains.
+    shared_encoder_layers: int = 4
+    shared_generator_layers: int = 3
+    shared_discriminator_layers: int = 4
+    leaky_slope: float = 0.01  # LeakyReLU slope of E/G: PyTorch's default, as in the official code
+    bn_momentum: float = 0.9  # = 1 - PyTorch momentum 0.1
+    bn_epsilon: float = 1e-5
+    latent_noise_std: float = 1.0  # z = mean + std * N(0, I); the paper's unit-variance q(z|x)
+    coord_channels: bool = False  # append normalized x/y coordinate channels to encoder inputs
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (paper, translation setting: GAN 10, KL 0.1, recon 100, cycle KL 0.1, cycle L1 100)."""
+
+    gan: float = 10.0
+    kl: float = 0.1
+    recon: float = 100.0
+    cycle_kl: float = 0.1
+    cycle_recon: float = 100.0
+
+
+@dataclass
+class OptimizerConfig:
+    """Adam for both the discriminator and the encoder/generator updates."""
+
+    learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    epsilon: float = 1e-8  # PyTorch's Adam default (Keras' is 1e-7)
+    weight_decay: float = 5e-4
+    # "l2": wd * w added to the gradient before Adam (PyTorch Adam(weight_decay=...), the official code);
+    # "decoupled": AdamW-style decay applied by the Keras optimizer.
+    weight_decay_mode: str = "l2"
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "svhn_mnist"  # source (A) first, target (B) second
+    data_dir: str | None = None  # local files; None -> $UNIT_DATA_DIR, then TFDS
+    batch_size: int = 64  # images per domain per step, summed over all replicas
+    shuffle_buffer: int = 0  # 0 = shuffle the whole split (digits fit in memory)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 30000
+    seed: int = 0
+    strategy: str = "auto"  # auto | one_device | mirrored
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    sample_every: int = 1000
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class UNITConfig:
+    """Everything that defines a run."""
+
+    preset: str = "digits"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> UNITConfig:
+        config = cls()
+        apply_overrides(config, flatten(values))
+        return config
+
+
+# Settings that may change between invocations on the same run directory without making it another run.
+NON_DEFINING_KEYS = frozenset(
+    {
+        "data.data_dir",
+        "train.steps",
+        "train.strategy",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.sample_every",
+        "train.keep_checkpoints",
+    }
+)
+
+# Presets: named sets of overrides of the dataclass defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's digit networks (official version_02 CoVAE32x32 / CoDis32x32) trained with the paper's
+    # translation losses. Optimizer as the official digit code: Adam 2e-4, betas (0.5, 0.999), L2 5e-4.
+    "digits": {},
+    # A narrow variant for quick experiments and tests on a CPU.
+    "digits_small": {"model.gen_ch": 16, "model.dis_ch": 16, "data.batch_size": 32},
+}
+
+# The preset each data set uses when --preset is not given.
+DEFAULT_PRESET = {"svhn_mnist": "digits", "mnist_usps": "digits", "usps_mnist": "digits"}
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"gen_ch": 8}} -> {"model.gen_ch": 8}."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(obj))
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert a JSON or command-line value to the field's type, or raise a UserError naming the key."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        hint = args[0]
+    expected = hint.__name__
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise UserError(f"setting '{key}' needs a value of type {expected}, got {value!r}") from None
+    raise UserError(f"setting '{key}' cannot be set")
+
+
+def valid_keys(config: UNITConfig | None = None) -> list[str]:
+    return sorted(flatten((config or UNITConfig()).to_dict()))
+
+
+def apply_overrides(config: UNITConfig, overrides: dict[str, Any]) -> UNITConfig:
+    """Set dotted keys (e.g. "loss.gan") on the config in place, with type checks."""
+    for key, value in overrides.items():
+        parts = key.split(".")
+        target: Any = config
+        for part in parts[:-1]:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+                target = None
+                break
+            target = getattr(target, part)
+        leaf = parts[-1]
+        if target is None or not dataclasses.is_dataclass(target) or leaf not in _field_types(target):
+            raise UserError(
+                f"unknown setting '{key}'; valid settings are: {', '.join(valid_keys())}"
+            )
+        hint = _field_types(target)[leaf]
+        if dataclasses.is_dataclass(getattr(target, leaf)):
+            raise UserError(f"setting '{key}' is a section; set one of its fields, e.g. '{key}.<name>'")
+        setattr(target, leaf, _coerce(key, value, hint))
+    return config
+
+
+def parse_set_flags(items: list[str]) -> dict[str, str]:
+    """["loss.gan=1", ...] -> {"loss.gan": "1"}."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value (e.g. --set loss.gan=1), got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON config file (nested sections or dotted keys) as flat overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass an existing JSON file to --config")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"config file {path} is not valid JSON ({err}); fix or regenerate it") from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a JSON object of settings")
+    return flatten(values)
+
+
+def resolve_config(
+    dataset: str | None = None,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> UNITConfig:
+    """Build the run's config: defaults, then the preset, the config file and the overrides."""
+    file_values = load_config_file(config_file) if config_file else {}
+    overrides = dict(overrides or {})
+    dataset = dataset or overrides.get("data.dataset") or file_values.get("data.dataset")
+    preset = preset or overrides.get("preset") or file_values.get("preset")
+    if preset is None:
+        preset = DEFAULT_PRESET.get(dataset or "", "digits")
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset '{preset}'; choose one of: {', '.join(sorted(PRESETS))}")
+    config = UNITConfig(preset=preset)
+    apply_overrides(config, PRESETS[preset])
+    apply_overrides(config, {k: v for k, v in file_values.items() if k != "preset"})
+    apply_overrides(config, {k: v for k, v in overrides.items() if k != "preset"})
+    if dataset:
+        config.data.dataset = dataset
+    if config.data.dataset not in DIGIT_PAIRS:
+        raise UserError(
+            f"unknown dataset '{config.data.dataset}'; choose one of: {', '.join(DIGIT_PAIRS)}"
+        )
+    # Image channels are a property of the data set, not a free setting.
+    pair = DIGIT_PAIRS[config.data.dataset]
+    config.model.channels_a, config.model.channels_b = (DIGIT_DOMAINS[d].channels for d in pair)
+    validate(config)
+    return config
+
+
+def validate(config: UNITConfig) -> None:
+    """Reject values that cannot define a run, each with the setting's name."""
+    positive = {
+        "train.steps": config.train.steps,
+        "data.batch_size": config.data.batch_size,
+        "train.log_every": config.train.log_every,
+        "train.checkpoint_every": config.train.checkpoint_every,
+        "train.sample_every": config.train.sample_every,
+        "train.keep_checkpoints": config.train.keep_checkpoints,
+        "model.gen_ch": config.model.gen_ch,
+        "model.dis_ch": config.model.dis_ch,
+        "model.channels_a": config.model.channels_a,
+        "model.channels_b": config.model.channels_b,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{key} must be a positive integer, got {value}")
+    for key, value in flatten(dataclasses.asdict(config.loss), "loss.").items():
+        if value < 0:
+            raise UserError(f"{key} must be >= 0, got {value}")
+    if config.optimizer.learning_rate <= 0:
+        raise UserError(f"optimizer.learning_rate must be > 0, got {config.optimizer.learning_rate}")
+    if config.optimizer.weight_decay_mode not in ("l2", "decoupled"):
+        raise UserError("optimizer.weight_decay_mode must be 'l2' or 'decoupled'")
+    if config.train.strategy not in ("auto", "one_device", "mirrored"):
+        raise UserError(
+            f"unknown strategy '{config.train.strategy}'; choose auto, one_device or mirrored"
+        )
+
+
+def defining_differences(old: UNITConfig, new: UNITConfig) -> list[str]:
+    """Settings that differ between two configs and define the run (model, data, losses, optimizer)."""
+    a, b = flatten(old.to_dict()), flatten(new.to_dict())
+    return sorted(k for k in a.keys() | b.keys() if k not in NON_DEFINING_KEYS and a.get(k) != b.get(k))

@@ -1,0 +1,174 @@
+"""Building-block layers of the UNIT networks (serializable, PyTorch-equivalent padding)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+PACKAGE = "unit_tf"
+
+
+def _same_padding_matches(kernel_size: int, strides: int, padding: int, transpose: bool) -> bool:
+    """Whether Keras' 'same' equals PyTorch's symmetric `padding` (TF pads asymmetrically otherwise)."""
+    if transpose:
+        return kernel_size - strides == 2 * padding
+    return strides == 1 and kernel_size % 2 == 1 and padding == (kernel_size - 1) // 2
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class ConvBlock(keras.layers.Layer):
+    """Conv (or transposed conv) -> optional norm -> activation -> optional max-pool.
+
+    `padding` is PyTorch's symmetric zero padding (a transposed conv crops it instead), so
+    the official networks' shapes and alignments are reproduced exactly.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int,
+        strides: int = 1,
+        padding: int = 0,
+        transpose: bool = False,
+        norm: str = "none",
+        activation: str = "none",
+        leaky_slope: float = 0.01,
+        pool: int = 1,
+        bn_momentum: float = 0.9,
+        bn_epsilon: float = 1e-5,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if norm not in ("none", "batch"):
+            raise ValueError(f"unknown norm {norm!r}")
+        if activation not in ("none", "relu", "leaky_relu", "tanh"):
+            raise ValueError(f"unknown activation {activation!r}")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.transpose = transpose
+        self.norm = norm
+        self.activation = activation
+        self.leaky_slope = leaky_slope
+        self.pool = pool
+        self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+        use_same = padding > 0 and _same_padding_matches(kernel_size, strides, padding, transpose)
+        conv_cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+        self.pad = None
+        self.crop = None
+        if padding > 0 and not use_same:
+            if transpose:
+                self.crop = keras.layers.Cropping2D(padding, name="crop")
+            else:
+                self.pad = keras.layers.ZeroPadding2D(padding, name="pad")
+        # A BatchNorm with a learned offset makes the conv bias redundant (official: affine=False + bias).
+        self.conv = conv_cls(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding="same" if use_same else "valid",
+            use_bias=norm == "none",
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=self.bias_initializer,
+            name="conv",
+        )
+        # synchronized=True: batch statistics over the GLOBAL batch under tf.distribute, so N replicas
+        # compute exactly what one device computes (a no-op on a single device).
+        self.bn = (
+            keras.layers.BatchNormalization(
+                momentum=bn_momentum, epsilon=bn_epsilon, scale=False, synchronized=True, name="bn"
+            )
+            if norm == "batch"
+            else None
+        )
+        self.pooling = keras.layers.MaxPooling2D(pool, name="pool") if pool > 1 else None
+
+    def build(self, input_shape: tuple) -> None:
+        shape = tuple(input_shape)
+        if self.pad is not None:
+            self.pad.build(shape)
+            shape = self.pad.compute_output_shape(shape)
+        self.conv.build(shape)
+        shape = self.conv.compute_output_shape(shape)
+        if self.crop is not None:
+            self.crop.build(shape)
+            shape = self.crop.compute_output_shape(shape)
+        if self.bn is not None:
+            self.bn.build(shape)
+        if self.pooling is not None:
+            self.pooling.build(shape)
+
+    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if self.pad is not None:
+            x = self.pad(x)
+        x = self.conv(x)
+        if self.crop is not None:
+            x = self.crop(x)
+        if self.bn is not None:
+            x = self.bn(x, training=training)
+        if self.activation == "relu":
+            x = tf.nn.relu(x)
+        elif self.activation == "leaky_relu":
+            x = tf.nn.leaky_relu(x, alpha=self.leaky_slope)
+        elif self.activation == "tanh":
+            x = tf.tanh(x)
+        if self.pooling is not None:
+            x = self.pooling(x)
+        return x
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        shape = tuple(input_shape)
+        for layer in (self.pad, self.conv, self.crop, self.pooling):
+            if layer is not None:
+                shape = layer.compute_output_shape(shape)
+        return shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            transpose=self.transpose,
+            norm=self.norm,
+            activation=self.activation,
+            leaky_slope=self.leaky_slope,
+            pool=self.pool,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class CoordinateChannels(keras.layers.Layer):
+    """Appends two channels holding the normalized pixel coordinates (i - H/2) / (H/2) and (j - W/2) / (W/2).
+
+    Used by the domain-adaptation encoders (official `_create_xy_image`): channel 0 is the row
+    coordinate, channel 1 the column coordinate, both in [-1, 1).
+    """
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(x)
+        h, w = shape[1], shape[2]
+        rows = (tf.cast(tf.range(h), x.dtype) - tf.cast(h, x.dtype) / 2) / (tf.cast(h, x.dtype) / 2)
+        cols = (tf.cast(tf.range(w), x.dtype) - tf.cast(w, x.dtype) / 2) / (tf.cast(w, x.dtype) / 2)
+        grid_r, grid_c = tf.meshgrid(rows, cols, indexing="ij")
+        coords = tf.stack([grid_r, grid_c], axis=-1)[None]
+        coords = tf.tile(coords, [shape[0], 1, 1, 1])
+        return tf.concat([x, coords], axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], input_shape[-1] + 2)

@@ -1,0 +1,276 @@
+"""The UNIT model: coupled VAE-GANs with a custom alternating `train_step`.
+
+Notation (paper Sec. 3): E1/E2 = encoder domains a/b, G1/G2 = generator domains a/b, D1/D2 likewise.
+Streams for x_a (and symmetrically x_b):
+    reconstruction  x_a -> z_a -> G_a -> x_aa
+    translation     x_a -> z_a -> G_b -> x_ab          (the only stream the GAN loss sees)
+    cycle           x_a -> z_a -> G_b -> x_ab -> E_b -> z_aba -> G_a -> x_aba
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from unit_tf import losses
+from unit_tf.config import OptimizerConfig, UNITConfig
+from unit_tf.layers import PACKAGE, CoordinateChannels
+from unit_tf.networks import build_networks
+
+#: Every loss term reported each step (unweighted terms, and the weighted totals each optimizer sees).
+METRIC_NAMES = ("d_loss", "g_loss", "d_gan", "g_gan", "kl", "recon_l1", "cycle_kl", "cycle_l1")
+
+
+def _split(x: tf.Tensor, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return x[:n], x[n:]
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class UNIT(keras.Model):
+    """Six networks (E1, E2, G1, G2, D1, D2) as three `CoupledNetwork`s, trained by `fit`.
+
+    `call({"x_a", "x_b"})` translates with the latent means: {"a_to_b", "b_to_a"}.
+    """
+
+    def __init__(self, config: UNITConfig | dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.unit_config = config if isinstance(config, UNITConfig) else UNITConfig.from_dict(config)
+        cfg = self.unit_config
+        nets = build_networks(cfg.model)
+        self.encoder = nets["encoder"]
+        self.generator = nets["generator"]
+        self.discriminator = nets["discriminator"]
+        self.coordinates = CoordinateChannels(name="coordinates") if cfg.model.coord_channels else None
+        self.seed_generator = keras.random.SeedGenerator(cfg.train.seed, name="latent_noise")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+
+    # ----------------------------------------------------------------------------------------------
+    # The six networks
+    # ----------------------------------------------------------------------------------------------
+    def _encoder_input(self, x: tf.Tensor) -> tf.Tensor:
+        return self.coordinates(x) if self.coordinates is not None else x
+
+    def encode(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
+        """Latent mean of q(z|x) from the domain's encoder: [N, 1, 1, latent] for the digit nets."""
+        return self.encoder(self._encoder_input(x), domain=domain, training=training)
+
+    def decode(self, z: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
+        """Image in [-1, 1] from the domain's generator."""
+        return self.generator(z, domain=domain, training=training)
+
+    def discriminate(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
+        """Real/fake logits [N] of the domain's discriminator."""
+        return tf.reshape(self.discriminator(x, domain=domain, training=training), [-1])
+
+    def translate(self, x: tf.Tensor, source: str, target: str, training: bool = False) -> tf.Tensor:
+        """Deterministic translation (or reconstruction if source == target) through the latent mean."""
+        return self.decode(self.encode(x, source, training), target, training)
+
+    # Paired versions: shared layers run ONCE on the concatenated a+b batch (as the official code does),
+    # so their batch-norm statistics cover both domains and the matmuls are larger.
+    def encode_pair(self, x_a: tf.Tensor, x_b: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        h_a = self.encoder.run_private(self._encoder_input(x_a), "a", training)
+        h_b = self.encoder.run_private(self._encoder_input(x_b), "b", training)
+        mean = self.encoder.run_shared(tf.concat([h_a, h_b], 0), training)
+        return _split(mean, tf.shape(h_a)[0])
+
+    def decode_pair(self, z_to_a: tf.Tensor, z_to_b: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        h = self.generator.run_shared(tf.concat([z_to_a, z_to_b], 0), training)
+        h_a, h_b = _split(h, tf.shape(z_to_a)[0])
+        return self.generator.run_private(h_a, "a", training), self.generator.run_private(h_b, "b", training)
+
+    def decode_both(self, z: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        """Decode one latent batch into both domains, sharing the shared layers' work."""
+        h = self.generator.run_shared(z, training)
+        return self.generator.run_private(h, "a", training), self.generator.run_private(h, "b", training)
+
+    def discriminate_pair(self, x_a: tf.Tensor, x_b: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        h_a = self.discriminator.run_private(x_a, "a", training)
+        h_b = self.discriminator.run_private(x_b, "b", training)
+        logits = tf.reshape(self.discriminator.run_shared(tf.concat([h_a, h_b], 0), training), [-1])
+        return _split(logits, tf.shape(h_a)[0])
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+        mean_a, mean_b = self.encode_pair(inputs["x_a"], inputs["x_b"], training)
+        x_ba, x_ab = self.decode_pair(mean_b, mean_a, training)
+        return {"a_to_b": x_ab, "b_to_a": x_ba}
+
+    def streams(self, x_a: tf.Tensor, x_b: tf.Tensor) -> dict[str, tf.Tensor]:
+        """All deterministic streams for evaluation and sample grids (inference mode, latent means)."""
+        n = tf.shape(x_a)[0]
+        mean_a, mean_b = self.encode_pair(x_a, x_b, False)
+        out_a, out_b = self.decode_both(tf.concat([mean_a, mean_b], 0), False)
+        (x_aa, x_ba), (x_ab, x_bb) = _split(out_a, n), _split(out_b, n)
+        mean_ab, mean_ba = self.encode_pair(x_ba, x_ab, False)  # E_a(x_ba), E_b(x_ab)
+        x_aba, x_bab = self.decode_pair(mean_ba, mean_ab, False)
+        return {"x_a": x_a, "x_aa": x_aa, "x_ab": x_ab, "x_aba": x_aba,
+                "x_b": x_b, "x_bb": x_bb, "x_ba": x_ba, "x_bab": x_bab}
+
+    # ----------------------------------------------------------------------------------------------
+    # Building, compiling, training
+    # ----------------------------------------------------------------------------------------------
+    def build(self, input_shape: Any = None) -> None:
+        """Create every variable by tracing both domains through all six networks once."""
+        cfg = self.unit_config.model
+        size = cfg.image_size
+        x_a = tf.zeros([2, size, size, cfg.channels_a])
+        x_b = tf.zeros([2, size, size, cfg.channels_b])
+        mean_a, mean_b = self.encode_pair(x_a, x_b, False)
+        self.decode_both(tf.concat([mean_a, mean_b], 0), False)
+        self.discriminate_pair(x_a, x_b, False)
+        self.built = True
+
+    @property
+    def d_variables(self) -> list:
+        return self.discriminator.trainable_variables
+
+    @property
+    def g_variables(self) -> list:
+        return self.encoder.trainable_variables + self.generator.trainable_variables
+
+    def compile(
+        self,
+        d_optimizer: keras.optimizers.Optimizer,
+        g_optimizer: keras.optimizers.Optimizer,
+        **kwargs: Any,
+    ) -> None:
+        """Take the two optimizers and build them now (call inside `strategy.scope()`).
+
+        Keras 3 optimizers left to build lazily inside a distributed `fit` fail ("You must feed a value
+        for placeholder tensor"), so their slots are created here, next to the model's variables.
+        """
+        super().compile(optimizer=g_optimizer, **kwargs)
+        if not self.built:
+            self.build()
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+        d_optimizer.build(self.d_variables)
+        g_optimizer.build(self.g_variables)
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return list(self.trackers.values())
+
+    def _latent_noise(self, shape: tf.Tensor) -> tf.Tensor:
+        """Unit Gaussian noise for the reparameterization z = mean + std * eps.
+
+        The seed comes from the model's SeedGenerator (checkpointed); the replica id is folded in so that
+        replicas draw independent noise for their shards of the batch.
+        """
+        seed = self.seed_generator.next()
+        context = tf.distribute.get_replica_context()
+        replica = context.replica_id_in_sync_group if context is not None else 0
+        seed = seed + tf.cast(tf.stack([0, replica]), seed.dtype)
+        return self.unit_config.model.latent_noise_std * tf.random.stateless_normal(shape, seed=seed)
+
+    def _sample(self, mean: tf.Tensor) -> tf.Tensor:
+        if self.unit_config.model.latent_noise_std == 0:
+            return mean
+        return mean + tf.cast(self._latent_noise(tf.shape(mean)), mean.dtype)
+
+    def _apply(self, optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, loss: tf.Tensor,
+               variables: list) -> None:
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+
+    def _penalty(self, variables: list) -> tf.Tensor | float:
+        opt = self.unit_config.optimizer
+        if opt.weight_decay > 0 and opt.weight_decay_mode == "l2":
+            return opt.weight_decay * losses.l2_penalty(variables)
+        return 0.0
+
+    def train_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """One alternating update: D1, D2 first, then E1, E2, G1, G2 (paper Sec. 3, Algorithm in App.)."""
+        w = self.unit_config.loss
+        x_a, x_b = data["x_a"], data["x_b"]
+        n = tf.shape(x_a)[0]
+        # Per-replica losses are means over the replica's shard; the optimizer SUMS gradients over
+        # replicas, so dividing by the replica count gives the update of one device at the global batch.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+
+        # One forward pass of E and G serves both updates (the D update sees its outputs as constants).
+        with tf.GradientTape() as g_tape:
+            mean_a, mean_b = self.encode_pair(x_a, x_b, training=True)
+            z = self._sample(tf.concat([mean_a, mean_b], 0))
+            out_a, out_b = self.decode_both(z, training=True)  # out_a = [x_aa; x_ba], out_b = [x_ab; x_bb]
+            x_aa, x_ba = _split(out_a, n)
+            x_ab, x_bb = _split(out_b, n)
+
+        # --- Step 1: D1, D2 on real images vs. translations (GAN loss, translation stream only).
+        with tf.GradientTape() as d_tape:
+            logits_a, logits_b = self.discriminate_pair(
+                tf.concat([x_a, tf.stop_gradient(x_ba)], 0), tf.concat([x_b, tf.stop_gradient(x_ab)], 0),
+                training=True,
+            )
+            d_gan = losses.discriminator_gan_loss(*_split(logits_a, n)) + losses.discriminator_gan_loss(
+                *_split(logits_b, n)
+            )
+            d_loss = w.gan * d_gan + self._penalty(self.d_variables)
+            d_scaled = d_loss / tf.cast(replicas, d_loss.dtype)
+        self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
+
+        # --- Step 2: E1, E2, G1, G2 against the UPDATED discriminators, plus VAE and cycle losses.
+        with g_tape:
+            fake_a, fake_b = self.discriminate_pair(x_ba, x_ab, training=True)
+            g_gan = losses.generator_gan_loss(fake_a) + losses.generator_gan_loss(fake_b)
+            kl = losses.kl_loss(mean_a) + losses.kl_loss(mean_b)
+            recon = losses.l1_loss(x_a, x_aa) + losses.l1_loss(x_b, x_bb)
+            # Cycle: re-encode the translations with the OTHER domain's encoder and decode back.
+            mean_ba, mean_ab = self.encode_pair(x_ba, x_ab, training=True)  # E_a(x_ba), E_b(x_ab)
+            x_aba, x_bab = self.decode_pair(self._sample(mean_ab), self._sample(mean_ba), training=True)
+            cycle_kl = losses.kl_loss(mean_ab) + losses.kl_loss(mean_ba)
+            cycle_l1 = losses.l1_loss(x_a, x_aba) + losses.l1_loss(x_b, x_bab)
+            g_loss = (
+                w.gan * g_gan
+                + w.kl * kl
+                + w.recon * recon
+                + w.cycle_kl * cycle_kl
+                + w.cycle_recon * cycle_l1
+                + self._penalty(self.g_variables)
+            )
+            g_scaled = g_loss / tf.cast(replicas, g_loss.dtype)
+        self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
+
+        values = {"d_loss": d_loss, "g_loss": g_loss, "d_gan": d_gan, "g_gan": g_gan, "kl": kl,
+                  "recon_l1": recon, "cycle_kl": cycle_kl, "cycle_l1": cycle_l1}
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["config"] = self.unit_config.to_dict()
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> UNIT:
+        config = dict(config)
+        return cls(config.pop("config"), **config)
+
+
+def make_optimizer(cfg: OptimizerConfig, name: str) -> keras.optimizers.Optimizer:
+    """Adam with the config's settings; decoupled weight decay only when asked for (else L2 in the loss)."""
+    decoupled = cfg.weight_decay if cfg.weight_decay_mode == "decoupled" and cfg.weight_decay > 0 else None
+    return keras.optimizers.Adam(
+        learning_rate=cfg.learning_rate,
+        beta_1=cfg.beta_1,
+        beta_2=cfg.beta_2,
+        epsilon=cfg.epsilon,
+        weight_decay=decoupled,
+        name=name,
+    )
+
+
+def build_model(config: UNITConfig, strategy: tf.distribute.Strategy | None = None) -> UNIT:
+    """Create, build and compile the model and both optimizers inside the strategy's scope."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = UNIT(config, name="unit")
+        model.build()
+        model.compile(
+            d_optimizer=make_optimizer(config.optimizer, "d_optimizer"),
+            g_optimizer=make_optimizer(config.optimizer, "g_optimizer"),
+        )
+    return model

@@ -1,0 +1,223 @@
+"""The six UNIT networks as three coupled pairs: E1/E2, G1/G2, D1/D2.
+
+A `CoupledNetwork` holds each domain's private layers and ONE list of shared layer objects that both
+domains call. Encoders and discriminators run private -> shared (they share their last layers),
+generators run shared -> private (they share their first layers) — the shared-latent assumption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from unit_tf.config import ModelConfig
+from unit_tf.errors import UserError
+from unit_tf.layers import PACKAGE, ConvBlock
+
+DOMAINS = ("a", "b")
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class CoupledNetwork(keras.layers.Layer):
+    """One network per domain, built from private layers and a shared list of layer objects.
+
+    shared_first=False: x -> private[domain] -> shared   (encoders, discriminators)
+    shared_first=True:  x -> shared -> private[domain]   (generators)
+    """
+
+    def __init__(
+        self,
+        private_a: list[keras.layers.Layer],
+        private_b: list[keras.layers.Layer],
+        shared: list[keras.layers.Layer],
+        shared_first: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.private_a = list(private_a)
+        self.private_b = list(private_b)
+        self.shared = list(shared)
+        self.shared_first = shared_first
+
+    def private_layers(self, domain: str) -> list[keras.layers.Layer]:
+        if domain not in DOMAINS:
+            raise ValueError(f"domain must be 'a' or 'b', got {domain!r}")
+        return self.private_a if domain == "a" else self.private_b
+
+    def run_private(self, x: tf.Tensor, domain: str, training: bool | None = None) -> tf.Tensor:
+        for layer in self.private_layers(domain):
+            x = layer(x, training=training)
+        return x
+
+    def run_shared(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        for layer in self.shared:
+            x = layer(x, training=training)
+        return x
+
+    def call(self, x: tf.Tensor, domain: str = "a", training: bool | None = None) -> tf.Tensor:
+        """The whole network of one domain (E_domain, G_domain or D_domain)."""
+        if self.shared_first:
+            return self.run_private(self.run_shared(x, training), domain, training)
+        return self.run_shared(self.run_private(x, domain, training), training)
+
+    def build(self, input_shape: tuple) -> None:
+        # Layers build on first call; tracing both domains creates every variable.
+        pass
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        config.update(
+            private_a=[serialize(layer) for layer in self.private_a],
+            private_b=[serialize(layer) for layer in self.private_b],
+            shared=[serialize(layer) for layer in self.shared],
+            shared_first=self.shared_first,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CoupledNetwork:
+        config = dict(config)
+        for key in ("private_a", "private_b", "shared"):
+            config[key] = [keras.saving.deserialize_keras_object(c) for c in config[key]]
+        return cls(**config)
+
+
+LayerSpec = dict[str, Any]
+
+
+def _couple(
+    name: str,
+    specs: Callable[[str], list[LayerSpec]],
+    n_shared: int,
+    shared_first: bool,
+    setting: str,
+    inputs_differ: bool = False,
+) -> CoupledNetwork:
+    """Build a CoupledNetwork from a per-domain layer list; the shared layers are built ONCE.
+
+    `specs(domain)` gives each layer's ConvBlock arguments; shared layers must be identical for both.
+    """
+    spec_a, spec_b = specs("a"), specs("b")
+    depth = len(spec_a)
+    if not 0 <= n_shared <= depth:
+        raise UserError(f"{setting} must be between 0 and {depth}, got {n_shared}")
+    shared_idx = range(0, n_shared) if shared_first else range(depth - n_shared, depth)
+    for i in shared_idx:
+        if spec_a[i] != spec_b[i] or (i == 0 and inputs_differ):
+            raise UserError(
+                f"{setting}={n_shared} would share layer {i} of {name}, whose shape differs between "
+                f"the domains (their channel counts differ); use at most {n_shared - 1}"
+            )
+    private: dict[str, list[keras.layers.Layer]] = {d: [] for d in DOMAINS}
+    shared: list[keras.layers.Layer] = []
+    for i in range(depth):
+        if i in shared_idx:
+            shared.append(ConvBlock(**spec_a[i], name=f"{name}_shared_{i}"))
+        else:
+            for domain, spec in (("a", spec_a), ("b", spec_b)):
+                private[domain].append(ConvBlock(**spec[i], name=f"{name}_{domain}_{i}"))
+    return CoupledNetwork(private["a"], private["b"], shared, shared_first=shared_first, name=name)
+
+
+def _digit_encoder_specs(cfg: ModelConfig) -> list[LayerSpec]:
+    """Official CoVAE32x32 encoder: 5x5/2, 5x5/2, (size/4)x(size/4) valid (-> 1x1), 1x1, 1x1 mean."""
+    c = cfg.gen_ch
+    init = keras.initializers.RandomNormal(0.0, 0.02)  # official gaussian_weights_init
+    bn = dict(
+        norm="batch",
+        activation="leaky_relu",
+        leaky_slope=cfg.leaky_slope,
+        bn_momentum=cfg.bn_momentum,
+        bn_epsilon=cfg.bn_epsilon,
+        kernel_initializer=keras.initializers.serialize(init),
+    )
+    mean_init = keras.initializers.serialize(keras.initializers.RandomNormal(0.0, 0.002))
+    return [
+        dict(filters=c, kernel_size=5, strides=2, padding=2, **bn),
+        dict(filters=2 * c, kernel_size=5, strides=2, padding=2, **bn),
+        dict(filters=4 * c, kernel_size=cfg.image_size // 4, **bn),
+        dict(filters=8 * c, kernel_size=1, **bn),
+        # Latent mean of q(z|x) (official GaussianVAE2D.en_mu, initialized N(0, 0.002)).
+        dict(filters=8 * c, kernel_size=1, kernel_initializer=mean_init, bias_initializer=mean_init),
+    ]
+
+
+def _digit_generator_specs(cfg: ModelConfig, out_channels: int) -> list[LayerSpec]:
+    """Official CoVAE32x32 decoder: 4x4/2 transposed convs 1 -> 4 -> 8 -> 16 -> 32, then 1x1 + tanh."""
+    c = cfg.gen_ch
+    init = keras.initializers.serialize(keras.initializers.RandomNormal(0.0, 0.02))
+    bn = dict(
+        transpose=True,
+        norm="batch",
+        activation="leaky_relu",
+        leaky_slope=cfg.leaky_slope,
+        bn_momentum=cfg.bn_momentum,
+        bn_epsilon=cfg.bn_epsilon,
+        kernel_initializer=init,
+    )
+    return [
+        dict(filters=8 * c, kernel_size=4, strides=2, padding=0, **bn),
+        dict(filters=4 * c, kernel_size=4, strides=2, padding=1, **bn),
+        dict(filters=2 * c, kernel_size=4, strides=2, padding=1, **bn),
+        dict(filters=c, kernel_size=4, strides=2, padding=1, **bn),
+        dict(filters=out_channels, kernel_size=1, activation="tanh", kernel_initializer=init),
+    ]
+
+
+def _digit_discriminator_specs(cfg: ModelConfig) -> list[LayerSpec]:
+    """Official CoDis32x32: four (5x5 conv, ReLU, 2x2 max-pool) blocks and a 2x2 real/fake logit head."""
+    d = cfg.dis_ch
+    # Official xavier_weights_init: Xavier-uniform with gain sqrt(2), bias 0.1.
+    init = keras.initializers.serialize(
+        keras.initializers.VarianceScaling(2.0, mode="fan_avg", distribution="uniform")
+    )
+    bias = keras.initializers.serialize(keras.initializers.Constant(0.1))
+    block = dict(kernel_size=5, padding=2, activation="relu", pool=2, kernel_initializer=init,
+                 bias_initializer=bias)
+    return [
+        dict(filters=d, **block),
+        dict(filters=2 * d, **block),
+        dict(filters=4 * d, **block),
+        dict(filters=8 * d, **block),
+        dict(filters=1, kernel_size=cfg.image_size // 16, kernel_initializer=init, bias_initializer=bias),
+    ]
+
+
+def build_digit_networks(cfg: ModelConfig) -> dict[str, CoupledNetwork]:
+    """The three coupled pairs of the paper's 32x32 digit architecture."""
+    if cfg.image_size % 16:
+        raise UserError(f"the digit networks need model.image_size divisible by 16, got {cfg.image_size}")
+    out = {"a": cfg.channels_a, "b": cfg.channels_b}
+    differ = cfg.channels_a != cfg.channels_b
+    return {
+        "encoder": _couple(
+            "encoder", lambda d: _digit_encoder_specs(cfg), cfg.shared_encoder_layers,
+            shared_first=False, setting="model.shared_encoder_layers", inputs_differ=differ,
+        ),
+        "generator": _couple(
+            "generator", lambda d: _digit_generator_specs(cfg, out[d]), cfg.shared_generator_layers,
+            shared_first=True, setting="model.shared_generator_layers",
+        ),
+        "discriminator": _couple(
+            "discriminator", lambda d: _digit_discriminator_specs(cfg), cfg.shared_discriminator_layers,
+            shared_first=False, setting="model.shared_discriminator_layers",
+            inputs_differ=differ,
+        ),
+    }
+
+
+ARCHITECTURES: dict[str, Callable[[ModelConfig], dict[str, CoupledNetwork]]] = {
+    "digits": build_digit_networks,
+}
+
+
+def build_networks(cfg: ModelConfig) -> dict[str, CoupledNetwork]:
+    if cfg.architecture not in ARCHITECTURES:
+        raise UserError(
+            f"unknown model.architecture '{cfg.architecture}'; choose one of: {', '.join(ARCHITECTURES)}"
+        )
+    return ARCHITECTURES[cfg.architecture](cfg)

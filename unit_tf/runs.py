@@ -1,0 +1,85 @@
+"""Run directories: their layout, and the rule for reusing one (resume only the same run)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from unit_tf.config import UNITConfig, defining_differences
+from unit_tf.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """R/config.json, R/checkpoints/, R/logs/ (TensorBoard), R/samples/, R/metrics.csv, R/eval/."""
+
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    def read_config(self) -> UNITConfig:
+        if not self.config_path.is_file():
+            raise UserError(f"{self.root} is not a run directory (no config.json); pass the --output-dir "
+                            "of a train.py run")
+        try:
+            values = json.loads(self.config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{self.config_path} is not valid JSON; restore it or start a new run") from None
+        return UNITConfig.from_dict(values)
+
+    def write_config(self, config: UNITConfig) -> None:
+        """Write config.json atomically (temporary file, then rename)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_path.with_suffix(".json.tmp")
+        tmp.write_text(config.to_json() + "\n")
+        os.replace(tmp, self.config_path)
+
+    def prepare(self, config: UNITConfig) -> bool:
+        """Create the run directory, or accept an existing one holding the same run.
+
+        Returns True if the directory already held this run (training resumes). The step count,
+        cadences, strategy and data location may differ; anything else is another run and is refused.
+        """
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--output-dir {self.root} is a file; choose a directory")
+        existing = self.config_path.is_file()
+        if existing:
+            old = self.read_config()
+            diffs = defining_differences(old, config)
+            if diffs:
+                shown = ", ".join(f"{k}" for k in diffs[:5]) + (" ..." if len(diffs) > 5 else "")
+                raise UserError(
+                    f"{self.root} holds a different run (settings differ: {shown}); choose another "
+                    "--output-dir, or repeat the original settings to resume it"
+                )
+        elif self.root.is_dir() and any(self.root.iterdir()):
+            raise UserError(f"--output-dir {self.root} is not empty and is not a run directory; choose "
+                            "an empty or new directory")
+        for folder in (self.root, self.checkpoints, self.logs, self.samples):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.write_config(config)
+        return existing
