@@ -1,0 +1,33 @@
+"""Test set-up: two logical CPU devices (for MirroredStrategy tests), tiny configs and generated data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Must happen before TensorFlow initializes its devices (i.e. before the first op runs).
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+from helpers import tiny_config, write_digit_dirs  # noqa: E402
+
+
+@pytest.fixture
+def config():
+    """A tiny digit config (widths 4-8, batch 8) that trains a step in well under a second."""
+    return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A data folder in the ../shared/data layout, with small generated MNIST-, USPS- and SVHN-like sets."""
+    return write_digit_dirs(tmp_path_factory.mktemp("data"))

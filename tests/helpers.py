@@ -1,0 +1,78 @@
+"""Generated test data and tiny configs (no network, no ../shared)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from unit_tf.config import UNITConfig, resolve_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Native sizes and channels of the three digit domains.
+DOMAIN_SHAPES = {"mnist": (28, 1), "usps": (16, 1), "svhn": (32, 3)}
+
+
+def synthetic_digits(n: int, size: int, channels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class is visible: class k draws a bright bar at a k-dependent place and angle."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n).astype(np.int64)
+    x = np.zeros((n, size, size, channels), np.float32)
+    rows = np.arange(size)[:, None]
+    cols = np.arange(size)[None, :]
+    for i, k in enumerate(y):
+        center = size * (0.25 + 0.05 * k)
+        if k % 2:
+            mask = np.abs(rows - center) < size / 10
+        else:
+            mask = np.abs(cols - center) < size / 10
+        mask = mask & (np.abs(rows - cols * (k / 9.0)) < size * 0.6)
+        x[i][mask] = 1.0
+    x += rng.normal(0, 0.05, x.shape)
+    if channels == 3:  # SVHN-like: colored background, digit color varies
+        x = x * rng.uniform(0.5, 1.0, (n, 1, 1, 3)) + rng.uniform(0, 0.4, (n, 1, 1, 3))
+    return np.clip(x * 255, 0, 255).astype(np.uint8), y
+
+
+def write_digit_dirs(root: Path, n_train: int = 64, n_test: int = 32) -> Path:
+    """DIR/<domain>/{train,test}.npz for mnist, usps and svhn at their native sizes."""
+    for seed, (name, (size, channels)) in enumerate(DOMAIN_SHAPES.items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, n in (("train", n_train), ("test", n_test)):
+            x, y = synthetic_digits(n, size, channels, seed=seed * 10 + (split == "test"))
+            np.savez_compressed(folder / f"{split}.npz", x=x, y=y)
+    return root
+
+
+TINY = {
+    "model.gen_ch": 4,
+    "model.dis_ch": 4,
+    "data.batch_size": 8,
+    "train.log_every": 2,
+    "train.sample_every": 2,
+    "train.checkpoint_every": 2,
+}
+
+
+def tiny_config(dataset: str = "svhn_mnist", **overrides) -> UNITConfig:
+    values = dict(TINY)
+    values.update(overrides)
+    return resolve_config(dataset, "digits", overrides=values)
+
+
+def tiny_flags() -> list[str]:
+    """The TINY settings as train.py flags."""
+    return [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
+
+
+def run_script(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a top-level script (train.py, evaluate.py, ...) in a fresh interpreter."""
+    import os
+
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)

@@ -1,0 +1,108 @@
+"""train.py and evaluate.py as a user runs them: run-directory contents, resume, JSON, clean errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+from helpers import run_script, tiny_flags
+
+from unit_tf.config import UNITConfig
+
+
+def _assert_clean_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    error_lines = [line for line in result.stderr.splitlines() if re.match(r"^\w+\.py: error: ", line)]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+
+
+def _steps(csv_path):
+    with open(csv_path, newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data_dir):
+    """A 4-step mnist_usps run, then resumed to 6 steps with --strategy mirrored over 2 logical CPUs."""
+    run = tmp_path_factory.mktemp("runs") / "R"
+    base = ["train.py", "--dataset", "mnist_usps", "--data-dir", str(data_dir), "--output-dir", str(run),
+            "--batch-size", "8", *tiny_flags()]
+    first = run_script(*base, "--steps", "4")
+    assert first.returncode == 0, first.stderr
+    second = run_script(*base, "--steps", "6", "--strategy", "mirrored", "--logical-cpus", "2")
+    assert second.returncode == 0, second.stderr
+    assert "Resuming" in second.stdout and "from step 4" in second.stdout
+    return run
+
+
+def test_run_directory_holds_every_artifact(trained_run):
+    config = UNITConfig.from_dict(json.loads((trained_run / "config.json").read_text()))
+    assert config.data.dataset == "mnist_usps" and config.train.steps == 6 and config.model.gen_ch == 4
+    assert (trained_run / "checkpoints" / "checkpoint").is_file()
+    assert any(p.name.startswith("ckpt-6") for p in (trained_run / "checkpoints").iterdir())
+    for step in (2, 4, 6):
+        assert (trained_run / "samples" / f"step_{step}.png").stat().st_size > 0
+    assert _steps(trained_run / "metrics.csv") == [2, 4, 6]  # resumed run continued the same file
+    with open(trained_run / "metrics.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert {"g_gan", "d_gan", "kl", "recon_l1", "cycle_kl", "cycle_l1"} <= set(header)
+
+
+def test_tensorboard_log_has_scalars_and_images(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained_run / "logs"), size_guidance={"tensors": 0})
+    events.Reload()
+    tags = events.Tags()["tensors"]
+    assert "loss/recon_l1" in tags and "loss/g_gan" in tags and "samples" in tags
+    assert sorted({e.step for e in events.Tensors("loss/recon_l1")}) == [2, 4, 6]
+
+
+def test_evaluate_prints_json_last(trained_run, data_dir):
+    result = run_script("evaluate.py", "--run-dir", str(trained_run), "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["step"] == 6
+    for key in ("recon_l1_a", "recon_l1_b", "cycle_l1_a", "cycle_l1_b"):
+        assert 0.0 <= report[key] <= 1.0
+    assert (trained_run / "eval" / "translations_test_step_6.png").is_file()
+
+
+def test_same_directory_with_other_settings_is_refused(trained_run, data_dir):
+    config_before = (trained_run / "config.json").read_text()
+    result = run_script("train.py", "--dataset", "mnist_usps", "--data-dir", str(data_dir), "--output-dir",
+                        str(trained_run), "--batch-size", "8", *tiny_flags(), "--set", "loss.gan=1",
+                        "--steps", "8")
+    _assert_clean_error(result, "loss.gan", "--output-dir")
+    assert (trained_run / "config.json").read_text() == config_before
+
+
+def test_unknown_dataset():
+    _assert_clean_error(run_script("train.py", "--dataset", "cifar_mnist"), "cifar_mnist")
+
+
+def test_unknown_setting_and_bad_value(tmp_path):
+    _assert_clean_error(run_script("train.py", "--set", "loss.gann=1", "--output-dir", str(tmp_path / "r")),
+                        "loss.gann")
+    _assert_clean_error(run_script("train.py", "--set", "model.gen_ch=wide", "--output-dir", str(tmp_path / "r")),
+                        "model.gen_ch")
+    _assert_clean_error(run_script("train.py", "--steps", "0"), "--steps")
+    assert not (tmp_path / "r").exists()
+
+
+def test_svhn_mnist_without_data_or_network(tmp_path):
+    """No local files, nothing prepared in TFDS, no network: one line naming svhn and both remedies."""
+    result = run_script("train.py", "--dataset", "svhn_mnist", "--output-dir", str(tmp_path / "r"),
+                        env={"TFDS_DATA_DIR": str(tmp_path / "tfds"), "UNIT_DATA_DIR": "",
+                             "UNIT_OFFLINE": "1"})
+    _assert_clean_error(result, "svhn", "--data-dir", "TFDS")
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_on_a_folder_that_is_no_run(tmp_path):
+    _assert_clean_error(run_script("evaluate.py", "--run-dir", str(tmp_path)), "config.json")
