@@ -18,11 +18,12 @@ class RunCheckpoint:
 
     def __init__(self, model: tf.keras.Model, directory: str | Path, keep: int = 3) -> None:
         self.model = model
+        # Every model variable by its Keras path — weights, batch-norm moving statistics and the latent-noise
+        # SeedGenerator state. (Keras 3 keeps layer lists in its own tracker, which TF's object-graph
+        # checkpoint does not follow, so the variables are listed explicitly.)
+        variables = {v.path: v for v in model.variables}
         self.checkpoint = tf.train.Checkpoint(
-            model=model,
-            d_optimizer=model.d_optimizer,
-            g_optimizer=model.g_optimizer,
-            latent_noise_seed=model.seed_generator.state,
+            variables=variables, d_optimizer=model.d_optimizer, g_optimizer=model.g_optimizer
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(directory), max_to_keep=keep, checkpoint_name="ckpt"

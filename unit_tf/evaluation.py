@@ -21,8 +21,9 @@ def domain_errors(model: UNIT, images: np.ndarray, source: str, batch_size: int 
 
     @tf.function
     def errors(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        recon = model.translate(x, source, source)
-        cycle = model.translate(model.translate(x, source, other), other, source)
+        mean = model.encode(x, source)
+        recon = model.decode(mean, source)
+        cycle = model.translate(model.decode(mean, other), other, source)
         # Images are in [-1, 1]: half the absolute difference is the error in [0, 1] units.
         per_image = lambda y: tf.reduce_mean(tf.abs(x - y), axis=[1, 2, 3]) / 2.0  # noqa: E731
         return per_image(recon), per_image(cycle)
