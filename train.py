@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow
 from unit_tf.errors import run_cli
 
@@ -30,6 +32,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--strategy", choices=STRATEGIES)
     p.add_argument("--logical-cpus", type=positive_int,
                    help="split the CPU into N logical devices (replicas for --strategy mirrored without GPUs)")
+    p.add_argument("--export-dir", default="saved_models",
+                   help="at the end, export a SavedModel to EXPORT_DIR/<run name>/<version>/ (default: saved_models)")
+    p.add_argument("--no-export", action="store_true", help="do not export a SavedModel at the end")
     p.add_argument("--config", help="JSON file of settings (e.g. a run's config.json)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set loss.gan=1 (repeatable)")
@@ -60,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         configure_logical_cpus(args.logical_cpus)
     from unit_tf.training import train
 
-    output_dir = args.output_dir or f"runs/{config.data.dataset}_{config.preset}"
-    train(config, output_dir)
+    output_dir = Path(args.output_dir or f"runs/{config.data.dataset}_{config.preset}")
+    export_dir = None if args.no_export else Path(args.export_dir) / output_dir.resolve().name
+    train(config, output_dir, export_dir=export_dir)
     print(f"Run directory: {output_dir}")
     return 0
 

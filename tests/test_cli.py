@@ -15,7 +15,7 @@ from unit_tf.config import UNITConfig
 def _assert_clean_error(result, *fragments):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    error_lines = [line for line in result.stderr.splitlines() if re.match(r"^\w+\.py: error: ", line)]
+    error_lines = [line for line in result.stderr.splitlines() if re.match(r"^[\w. -]+: error: ", line)]
     assert len(error_lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in error_lines[0]
@@ -31,7 +31,7 @@ def trained_run(tmp_path_factory, data_dir):
     """A 4-step mnist_usps run, then resumed to 6 steps with --strategy mirrored over 2 logical CPUs."""
     run = tmp_path_factory.mktemp("runs") / "R"
     base = ["train.py", "--dataset", "mnist_usps", "--data-dir", str(data_dir), "--output-dir", str(run),
-            "--batch-size", "8", *tiny_flags()]
+            "--batch-size", "8", "--export-dir", str(run.parent / "saved_models"), *tiny_flags()]
     first = run_script(*base, "--steps", "4")
     assert first.returncode == 0, first.stderr
     second = run_script(*base, "--steps", "6", "--strategy", "mirrored", "--logical-cpus", "2")
@@ -51,6 +51,23 @@ def test_run_directory_holds_every_artifact(trained_run):
     with open(trained_run / "metrics.csv", newline="") as f:
         header = next(csv.reader(f))
     assert {"g_gan", "d_gan", "kl", "recon_l1", "cycle_kl", "cycle_l1"} <= set(header)
+
+
+def test_each_training_invocation_exports_a_new_version(trained_run):
+    versions = sorted(p.name for p in (trained_run.parent / "saved_models" / "R").iterdir())
+    assert versions == ["1", "2"]
+    assert (trained_run.parent / "saved_models" / "R" / "2" / "saved_model.pb").is_file()
+
+
+def test_export_command(trained_run, tmp_path):
+    result = run_script("-m", "unit_tf.export", "--run-dir", str(trained_run), "--output", str(tmp_path / "m"),
+                        "--keras", str(tmp_path / "unit.keras"))
+    assert result.returncode == 0, result.stderr
+    assert "step 6" in result.stdout
+    assert (tmp_path / "m" / "1" / "saved_model.pb").is_file() and (tmp_path / "unit.keras").is_file()
+    again = run_script("-m", "unit_tf.export", "--run-dir", str(trained_run), "--output", str(tmp_path / "m"),
+                       "--version", "1")
+    _assert_clean_error(again, "never overwritten")
 
 
 def test_tensorboard_log_has_scalars_and_images(trained_run):

@@ -247,7 +247,33 @@ class UNIT(keras.Model):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> UNIT:
         config = dict(config)
-        return cls(config.pop("config"), **config)
+        model = cls(config.pop("config"), **config)
+        model.build()  # variables exist before a .keras file's weights are loaded into them
+        return model
+
+    # The latent-noise SeedGenerator is no Keras layer, so `.keras` files would not hold its state by default.
+    _SEED_KEY = "latent_noise_seed"
+
+    def save_own_variables(self, store: Any) -> None:
+        super().save_own_variables(store)
+        store[self._SEED_KEY] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store: Any) -> None:
+        own = {key: store[key] for key in store.keys() if key != self._SEED_KEY}
+        super().load_own_variables(own)
+        if self._SEED_KEY in store.keys():
+            self.seed_generator.state.assign(store[self._SEED_KEY])
+
+    def get_compile_config(self) -> dict[str, Any] | None:
+        """Both optimizers, so that a `.keras` file restores a model ready to continue training."""
+        if not hasattr(self, "g_optimizer"):
+            return None
+        return {"d_optimizer": keras.optimizers.serialize(self.d_optimizer),
+                "g_optimizer": keras.optimizers.serialize(self.g_optimizer)}
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        self.compile(d_optimizer=keras.optimizers.deserialize(config["d_optimizer"]),
+                     g_optimizer=keras.optimizers.deserialize(config["g_optimizer"]))
 
 
 def make_optimizer(cfg: OptimizerConfig, name: str) -> keras.optimizers.Optimizer:

@@ -106,8 +106,11 @@ def _couple(
     if not 0 <= n_shared <= depth:
         raise UserError(f"{setting} must be between 0 and {depth}, got {n_shared}")
     shared_idx = range(0, n_shared) if shared_first else range(depth - n_shared, depth)
+    def shape_of(spec: LayerSpec) -> LayerSpec:  # initializers do not decide whether a layer can be shared
+        return {k: v for k, v in spec.items() if not k.endswith("_initializer")}
+
     for i in shared_idx:
-        if spec_a[i] != spec_b[i] or (i == 0 and inputs_differ):
+        if shape_of(spec_a[i]) != shape_of(spec_b[i]) or (i == 0 and inputs_differ):
             raise UserError(
                 f"{setting}={n_shared} would share layer {i} of {name}, whose shape differs between "
                 f"the domains (their channel counts differ); use at most {n_shared - 1}"

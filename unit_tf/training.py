@@ -25,8 +25,12 @@ def _shuffle_seed(seed: int, start_step: int) -> int:
     return (seed * 1_000_003 + start_step) % (2**31 - 1)
 
 
-def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None) -> UNIT:
-    """Train (or resume) the run in `output_dir` up to `config.train.steps`; returns the model."""
+def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None,
+          export_dir: str | Path | None = None) -> UNIT:
+    """Train (or resume) the run in `output_dir` up to `config.train.steps`; returns the model.
+
+    With `export_dir`, a run that trained exports a SavedModel to `export_dir/<version>/` at the end.
+    """
     run = RunDir(Path(output_dir))
     strategy = make_strategy(config.train.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -66,6 +70,10 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
         verbose = 1 if sys.stdout.isatty() else 0
     model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=callbacks, verbose=verbose,
               shuffle=False)
+    if export_dir is not None:
+        from unit_tf.export import export_model
+
+        print(f"Exported SavedModel to {export_model(model, export_dir)}", flush=True)
     return model
 
 

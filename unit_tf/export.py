@@ -1,0 +1,153 @@
+"""Export a trained run as a SavedModel for TensorFlow Serving: `<output>/<version>/` with named signatures.
+
+    python -m unit_tf.export --run-dir R --output saved_models/NAME [--version N] [--keras FILE]
+
+Signatures (all deterministic: the latent mean, no sampling noise; inference-mode batch norm):
+    a_to_b (also serving_default), b_to_a, reconstruct_a, reconstruct_b
+        input  `images` float32 [batch, H, W, C_source], values in [0, 1]
+        output `images` float32 [batch, H, W, C_target], values in [0, 1]
+The batch dimension is free; H, W and C are the training size and the domains' channels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from unit_tf.errors import UserError
+from unit_tf.model import UNIT
+
+VERSION_PATTERN = re.compile(r"^\d+$")
+
+
+def existing_versions(root: Path) -> list[int]:
+    """Integer version folders under a model folder (what TF Serving watches)."""
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name))
+
+
+def next_version(root: Path) -> int:
+    versions = existing_versions(root)
+    return versions[-1] + 1 if versions else 1
+
+
+def signature_specs(model: UNIT) -> dict[str, dict[str, Any]]:
+    """Name -> source domain, target domain, input and output shapes of every exported signature."""
+    cfg = model.unit_config.model
+    size = cfg.image_size
+    channels = {"a": cfg.channels_a, "b": cfg.channels_b}
+    pairs = {"a_to_b": ("a", "b"), "b_to_a": ("b", "a"), "reconstruct_a": ("a", "a"), "reconstruct_b": ("b", "b")}
+    return {
+        name: {
+            "source": source,
+            "target": target,
+            "inputs": {"images": {"dtype": "float32", "shape": [None, size, size, channels[source]],
+                                  "range": [0.0, 1.0]}},
+            "outputs": {"images": {"dtype": "float32", "shape": [None, size, size, channels[target]],
+                                   "range": [0.0, 1.0]}},
+        }
+        for name, (source, target) in pairs.items()
+    }
+
+
+def _translation_fn(model: UNIT, source: str, target: str) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        x = images * 2.0 - 1.0  # [0, 1] -> the model's [-1, 1]
+        y = model.translate(x, source, target, training=False)
+        return {"images": tf.clip_by_value((tf.cast(y, tf.float32) + 1.0) / 2.0, 0.0, 1.0)}
+
+    serve.__doc__ = (f"Domain {source} -> {target}: images float32 [batch, H, W, C] in [0, 1] at the "
+                     "training size; returns images in [0, 1].")
+    return serve
+
+
+def build_archive(model: UNIT) -> keras.export.ExportArchive:
+    """An ExportArchive whose first endpoint (`a_to_b`) is also `serving_default`."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, spec in signature_specs(model).items():
+        shape = spec["inputs"]["images"]["shape"]
+        archive.add_endpoint(
+            name=name,
+            fn=_translation_fn(model, spec["source"], spec["target"]),
+            input_signature=[tf.TensorSpec(shape, tf.float32, name="images")],
+        )
+    return archive
+
+
+def export_model(model: UNIT, output: str | Path, version: int | None = None) -> Path:
+    """Write `output/<version>/` (next free integer by default); never overwrites, never leaves a partial version.
+
+    The SavedModel is written under a hidden temporary name (which TF Serving ignores) and renamed into place.
+    """
+    root = Path(output)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--output {root} is a file; give a folder for the model's versions")
+    if version is not None and version <= 0:
+        raise UserError(f"--version must be a positive integer, got {version}")
+    version = version or next_version(root)
+    target = root / str(version)
+    if target.exists():
+        raise UserError(f"{target} already exists and versions are never overwritten; omit --version to "
+                        f"write version {next_version(root)}")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build_archive(model).write_out(str(tmp), verbose=False)
+        extra = tmp / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / "signatures.json").write_text(json.dumps(signature_specs(model), indent=2) + "\n")
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow
+
+    quiet_tensorflow()
+    p = ArgumentParser(prog="python -m unit_tf.export", description="Export a run for TensorFlow Serving.")
+    p.add_argument("--run-dir", required=True, help="the --output-dir of a train.py run")
+    p.add_argument("--output", required=True, help="model folder; the export goes to OUTPUT/<version>/")
+    p.add_argument("--version", type=positive_int, help="version number (default: the next free one)")
+    p.add_argument("--keras", metavar="FILE", help="also save the full model (with optimizers) as a .keras file")
+    args = p.parse_args(argv)
+    from unit_tf.training import load_trained
+
+    model, _, step = load_trained(args.run_dir)
+    if args.keras:
+        save_keras(model, args.keras)
+        print(f"Saved {args.keras}")
+    target = export_model(model, args.output, args.version)
+    print(f"Exported step {step} to {target}")
+    return 0
+
+
+def save_keras(model: UNIT, path: str | Path) -> Path:
+    """Save the whole model (config, weights, both optimizers) as a `.keras` file; refuses to overwrite."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise UserError(f"{path} must end in .keras")
+    if path.exists():
+        raise UserError(f"{path} already exists; choose a new file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path
+
+
+if __name__ == "__main__":
+    from unit_tf.errors import run_cli
+
+    run_cli(main, "python -m unit_tf.export")
