@@ -35,15 +35,27 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--export-dir", default="saved_models",
                    help="at the end, export a SavedModel to EXPORT_DIR/<run name>/<version>/ (default: saved_models)")
     p.add_argument("--no-export", action="store_true", help="do not export a SavedModel at the end")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output-dir with its saved config (only steps, cadences, strategy "
+                        "and data location may change)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run in --output-dir (its checkpoints, logs, samples) and start again")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic ops (tf.config.experimental.enable_op_determinism): bit-exact resumes")
+    p.add_argument("--on-nan", choices=["stop", "skip-step"],
+                   help="on a non-finite loss: stop, keeping the last good checkpoint (default), or skip the step")
     p.add_argument("--config", help="JSON file of settings (e.g. a run's config.json)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set loss.gan=1 (repeatable)")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from unit_tf.config import parse_set_flags, resolve_config
+def make_config(args):
+    """The run's config from parsed flags (flags and --set override the preset, the --config file, or
+    with --resume the run's saved config, of which only non-defining settings may change)."""
+    from unit_tf.config import NON_DEFINING_KEYS, parse_set_flags, resolve_config
+    from unit_tf.errors import UserError
+    from unit_tf.runs import RunDir
 
     overrides = parse_set_flags(args.set)
     flags = {
@@ -55,10 +67,25 @@ def main(argv: list[str] | None = None) -> int:
         "train.sample_every": args.sample_every,
         "train.log_every": args.log_every,
         "train.strategy": args.strategy,
+        "train.on_nan": args.on_nan,
+        "train.deterministic": True if args.deterministic else None,
     }
     overrides.update({k: v for k, v in flags.items() if v is not None})
-    config = resolve_config(args.dataset, args.preset, args.config, overrides)
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other; pick one")
+    if not args.resume:
+        return resolve_config(args.dataset, args.preset, args.config, overrides)
+    if not args.output_dir:
+        raise UserError("--resume needs the --output-dir of the run to continue")
+    run = RunDir(Path(args.output_dir))
+    saved = run.read_config()
+    changes = {k: v for k, v in overrides.items() if k in NON_DEFINING_KEYS}
+    return resolve_config(saved.data.dataset, saved.preset, run.config_path, changes)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = make_config(args)
     if args.logical_cpus:
         from unit_tf.distribute import configure_logical_cpus
 
@@ -67,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     output_dir = Path(args.output_dir or f"runs/{config.data.dataset}_{config.preset}")
     export_dir = None if args.no_export else Path(args.export_dir) / output_dir.resolve().name
-    train(config, output_dir, export_dir=export_dir)
+    train(config, output_dir, export_dir=export_dir, overwrite=args.overwrite)
     print(f"Run directory: {output_dir}")
     return 0
 

@@ -127,9 +127,9 @@ def test_mirrored_training_with_latent_noise_runs(config):
 def test_decoupled_weight_decay_option(config):
     config.optimizer.weight_decay_mode = "decoupled"
     optimizer = make_optimizer(config.optimizer, "g")
-    assert optimizer.weight_decay == pytest.approx(config.optimizer.weight_decay)
+    assert optimizer.inner_optimizer.weight_decay == pytest.approx(config.optimizer.weight_decay)
     config.optimizer.weight_decay_mode = "l2"
-    assert make_optimizer(config.optimizer, "g").weight_decay is None
+    assert make_optimizer(config.optimizer, "g").inner_optimizer.weight_decay is None
 
 
 def test_checkpoint_restores_every_variable(config, tmp_path):

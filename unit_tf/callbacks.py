@@ -119,21 +119,79 @@ class SampleWriter(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         step = _global_step(self.model)
-        if step != self.last_written:
+        if step != self.last_written and not self.model.stop_training:
             self.write(step)
 
 
-class CheckpointSaver(keras.callbacks.Callback):
-    """Saves model, optimizers and RNG state every `every` steps and when training ends."""
+class DivergenceGuard(keras.callbacks.Callback):
+    """Watches every step for non-finite losses (`train.on_nan`).
 
-    def __init__(self, checkpoint: RunCheckpoint, every: int) -> None:
+    stop: the run ends at the first non-finite loss term, which is named; no checkpoint is written after it
+    (the optimizers skipped that update, and the last checkpoint on disk stays the newest).
+    skip-step: the optimizers skipped the update; one line is printed, and the run only stops after
+    `max_consecutive` skipped steps in a row.
+    """
+
+    def __init__(self, mode: str, max_consecutive: int = 20) -> None:
+        super().__init__()
+        self.mode = mode
+        self.max_consecutive = max_consecutive
+        self.diverged: tuple[int, str] | None = None
+        self.consecutive = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.last_step = _global_step(self.model)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = _global_step(self.model)
+        attempted = self.last_step + 1
+        if self.mode == "skip-step":
+            skipped = step == self.last_step
+            self.consecutive = self.consecutive + 1 if skipped else 0
+            if skipped:
+                print(f"step {attempted}: non-finite loss, update skipped", file=sys.stderr, flush=True)
+            if self.consecutive >= self.max_consecutive:
+                self._stop(attempted, f"{self.consecutive} consecutive steps")
+        else:
+            for name in METRIC_NAMES:
+                if logs and name in logs and not np.isfinite(float(np.asarray(logs[name]))):
+                    self._stop(attempted, name)
+                    break
+        self.last_step = step
+
+    def _stop(self, step: int, what: str) -> None:
+        self.diverged = (step, what)
+        self.model.stop_training = True
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ends training after the current step once SIGINT / SIGTERM was received (see training.signal_guard)."""
+
+    def __init__(self, received: list[int]) -> None:
+        super().__init__()
+        self.received = received
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.received:
+            self.model.stop_training = True
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves model, optimizers and RNG state every `every` steps and when training ends (not after divergence)."""
+
+    def __init__(self, checkpoint: RunCheckpoint, every: int, guard: DivergenceGuard | None = None) -> None:
         super().__init__()
         self.checkpoint = checkpoint
         self.every = every
+        self.guard = guard
+
+    def _healthy(self) -> bool:
+        return self.guard is None or self.guard.diverged is None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if _global_step(self.model) % self.every == 0:
+        if self._healthy() and _global_step(self.model) % self.every == 0:
             self.checkpoint.save()
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self.checkpoint.save()
+        if self._healthy():
+            self.checkpoint.save()

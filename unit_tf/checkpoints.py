@@ -56,7 +56,17 @@ class RunCheckpoint:
         return self.step
 
     def save(self) -> str:
+        """Write `ckpt-<step>`; on a full disk or unwritable folder, a UserError (the previous one stays)."""
         step = self.step
-        if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(f"-{step}"):
-            return self.manager.latest_checkpoint  # already saved at this step
-        return self.manager.save(checkpoint_number=step)
+        previous = self.manager.latest_checkpoint
+        if previous and previous.endswith(f"-{step}"):
+            return previous  # already saved at this step
+        try:
+            return self.manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as err:
+            reason = getattr(err, "strerror", None) or getattr(err, "message", None) or str(err)
+            raise UserError(
+                f"could not write checkpoint {step} to {self.manager.directory} ({reason.splitlines()[0]}); "
+                f"free disk space or choose a writable --output-dir. The previous checkpoint "
+                f"({previous or 'none'}) is intact"
+            ) from None

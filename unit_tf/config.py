@@ -82,6 +82,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     sample_every: int = 1000
     keep_checkpoints: int = 3
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism: bit-exact resumes
+    on_nan: str = "stop"  # non-finite loss: "stop" (keep the last good checkpoint) or "skip-step"
+    inject_nan_step: int = 0  # testing hook: make the GAN loss NaN at this global step (0 = never)
 
 
 @dataclass
@@ -118,6 +121,9 @@ NON_DEFINING_KEYS = frozenset(
         "train.checkpoint_every",
         "train.sample_every",
         "train.keep_checkpoints",
+        "train.deterministic",
+        "train.on_nan",
+        "train.inject_nan_step",
     }
 )
 
@@ -292,6 +298,10 @@ def validate(config: UNITConfig) -> None:
         raise UserError(f"optimizer.learning_rate must be > 0, got {config.optimizer.learning_rate}")
     if config.optimizer.weight_decay_mode not in ("l2", "decoupled"):
         raise UserError("optimizer.weight_decay_mode must be 'l2' or 'decoupled'")
+    if config.train.on_nan not in ("stop", "skip-step"):
+        raise UserError(f"train.on_nan must be 'stop' or 'skip-step', got '{config.train.on_nan}'")
+    if config.train.inject_nan_step < 0:
+        raise UserError("train.inject_nan_step must be >= 0")
     if config.train.strategy not in ("auto", "one_device", "mirrored"):
         raise UserError(
             f"unknown strategy '{config.train.strategy}'; choose auto, one_device or mirrored"

@@ -19,8 +19,8 @@ from unit_tf.config import OptimizerConfig, UNITConfig
 from unit_tf.layers import PACKAGE, CoordinateChannels
 from unit_tf.networks import build_networks
 
-#: Every loss term reported each step (unweighted terms, and the weighted totals each optimizer sees).
-METRIC_NAMES = ("d_loss", "g_loss", "d_gan", "g_gan", "kl", "recon_l1", "cycle_kl", "cycle_l1")
+#: Every loss term reported each step: the unweighted terms, then the weighted totals each optimizer sees.
+METRIC_NAMES = ("d_gan", "g_gan", "kl", "recon_l1", "cycle_kl", "cycle_l1", "d_loss", "g_loss")
 
 
 def _split(x: tf.Tensor, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -207,14 +207,17 @@ class UNIT(keras.Model):
             d_gan = losses.discriminator_gan_loss(*_split(logits_a, n)) + losses.discriminator_gan_loss(
                 *_split(logits_b, n)
             )
+            d_gan = self._maybe_inject_nan(d_gan)
             d_loss = w.gan * d_gan + self._penalty(self.d_variables)
-            d_scaled = d_loss / tf.cast(replicas, d_loss.dtype)
+            # scale_loss: identity for plain optimizers; the LossScaleOptimizer (see make_optimizer) multiplies
+            # by its scale, unscales the gradients and SKIPS the update when any gradient is non-finite.
+            d_scaled = self.d_optimizer.scale_loss(d_loss / tf.cast(replicas, d_loss.dtype))
         self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
 
         # --- Step 2: E1, E2, G1, G2 against the UPDATED discriminators, plus VAE and cycle losses.
         with g_tape:
             fake_a, fake_b = self.discriminate_pair(x_ba, x_ab, training=True)
-            g_gan = losses.generator_gan_loss(fake_a) + losses.generator_gan_loss(fake_b)
+            g_gan = self._maybe_inject_nan(losses.generator_gan_loss(fake_a) + losses.generator_gan_loss(fake_b))
             kl = losses.kl_loss(mean_a) + losses.kl_loss(mean_b)
             recon = losses.l1_loss(x_a, x_aa) + losses.l1_loss(x_b, x_bb)
             # Cycle: re-encode the translations with the OTHER domain's encoder and decode back.
@@ -230,14 +233,33 @@ class UNIT(keras.Model):
                 + w.cycle_recon * cycle_l1
                 + self._penalty(self.g_variables)
             )
-            g_scaled = g_loss / tf.cast(replicas, g_loss.dtype)
+            g_scaled = self.g_optimizer.scale_loss(g_loss / tf.cast(replicas, g_loss.dtype))
         self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
 
-        values = {"d_loss": d_loss, "g_loss": g_loss, "d_gan": d_gan, "g_gan": g_gan, "kl": kl,
-                  "recon_l1": recon, "cycle_kl": cycle_kl, "cycle_l1": cycle_l1}
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
+        values = {"d_gan": d_gan, "g_gan": g_gan, "kl": kl, "recon_l1": recon, "cycle_kl": cycle_kl,
+                  "cycle_l1": cycle_l1, "d_loss": d_loss, "g_loss": g_loss}
+        if self.unit_config.train.on_nan == "skip-step":
+            # The optimizers skipped this step's update if it was non-finite; keep it out of the means too.
+            finite = tf.math.is_finite(d_loss) & tf.math.is_finite(g_loss)
+            weight = tf.cast(finite, tf.float32)
+            for name, value in values.items():
+                self.trackers[name].update_state(tf.where(finite, value, 0.0), sample_weight=weight)
+        else:
+            for name, value in values.items():  # a non-finite value shows in the mean: the guard stops the run
+                self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def _maybe_inject_nan(self, loss: tf.Tensor) -> tf.Tensor:
+        """Testing hook (`train.inject_nan_step`): the GAN losses become NaN at that global step."""
+        step = self.unit_config.train.inject_nan_step
+        if not step:
+            return loss
+        hit = tf.equal(self.g_optimizer.iterations + 1, step)
+        # Once: a skipped step halves the loss scale of the LossScaleOptimizer, and the step is retried.
+        scale = getattr(self.g_optimizer, "dynamic_scale", None)
+        if scale is not None:
+            hit = hit & tf.equal(scale, 1.0)
+        return loss * tf.where(hit, float("nan"), 1.0)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -277,16 +299,23 @@ class UNIT(keras.Model):
 
 
 def make_optimizer(cfg: OptimizerConfig, name: str) -> keras.optimizers.Optimizer:
-    """Adam with the config's settings; decoupled weight decay only when asked for (else L2 in the loss)."""
+    """Adam with the config's settings, inside a LossScaleOptimizer that skips non-finite updates.
+
+    Decoupled weight decay only when asked for (else L2 in the loss). The loss scale starts at 1 and never
+    grows, so in float32 it changes nothing but this: a step whose gradients are not finite is not applied
+    (weights, moments and step count untouched) — what lets `train.on_nan=skip-step` skip, and `stop` keep
+    the weights of the last good step.
+    """
     decoupled = cfg.weight_decay if cfg.weight_decay_mode == "decoupled" and cfg.weight_decay > 0 else None
-    return keras.optimizers.Adam(
+    adam = keras.optimizers.Adam(
         learning_rate=cfg.learning_rate,
         beta_1=cfg.beta_1,
         beta_2=cfg.beta_2,
         epsilon=cfg.epsilon,
         weight_decay=decoupled,
-        name=name,
+        name=f"{name}_adam",
     )
+    return keras.optimizers.LossScaleOptimizer(adam, initial_scale=1.0, dynamic_growth_steps=2**30, name=name)
 
 
 def build_model(config: UNITConfig, strategy: tf.distribute.Strategy | None = None) -> UNIT:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,14 +59,24 @@ class RunDir:
         tmp.write_text(config.to_json() + "\n")
         os.replace(tmp, self.config_path)
 
-    def prepare(self, config: UNITConfig) -> bool:
+    def clear(self) -> None:
+        """Delete this run's files (only what train.py writes; anything else in the folder stays)."""
+        for folder in (self.checkpoints, self.logs, self.samples, self.eval):
+            shutil.rmtree(folder, ignore_errors=True)
+        for path in (self.metrics_csv, self.config_path):
+            path.unlink(missing_ok=True)
+
+    def prepare(self, config: UNITConfig, overwrite: bool = False) -> bool:
         """Create the run directory, or accept an existing one holding the same run.
 
         Returns True if the directory already held this run (training resumes). The step count,
-        cadences, strategy and data location may differ; anything else is another run and is refused.
+        cadences, strategy and data location may differ; anything else is another run and is refused,
+        unless `overwrite` (then the old run's files are deleted first).
         """
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"--output-dir {self.root} is a file; choose a directory")
+        if overwrite and self.config_path.is_file():
+            self.clear()
         existing = self.config_path.is_file()
         if existing:
             old = self.read_config()
@@ -73,8 +84,8 @@ class RunDir:
             if diffs:
                 shown = ", ".join(f"{k}" for k in diffs[:5]) + (" ..." if len(diffs) > 5 else "")
                 raise UserError(
-                    f"{self.root} holds a different run (settings differ: {shown}); choose another "
-                    "--output-dir, or repeat the original settings to resume it"
+                    f"{self.root} holds a different run (settings differ: {shown}); use --resume to continue "
+                    "it with its saved settings, --overwrite to replace it, or another --output-dir"
                 )
         elif self.root.is_dir() and any(self.root.iterdir()):
             raise UserError(f"--output-dir {self.root} is not empty and is not a run directory; choose "

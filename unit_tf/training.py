@@ -2,36 +2,67 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from unit_tf.callbacks import CheckpointSaver, SampleWriter, TrainingLogger, truncate_csv
+from unit_tf.callbacks import (
+    CheckpointSaver,
+    DivergenceGuard,
+    SampleWriter,
+    StopOnSignal,
+    TrainingLogger,
+    truncate_csv,
+)
 from unit_tf.checkpoints import RunCheckpoint
 from unit_tf.config import UNITConfig
 from unit_tf.data.pipeline import load_pair, to_model_range, train_dataset
 from unit_tf.distribute import make_strategy
-from unit_tf.errors import UserError
+from unit_tf.errors import TrainingDiverged, TrainingInterrupted, UserError
 from unit_tf.model import UNIT, build_model
 from unit_tf.runs import RunDir
 
 SAMPLE_IMAGES = 8  # images per domain in a sample grid
 
 
-def _shuffle_seed(seed: int, start_step: int) -> int:
-    """A resumed run reshuffles: its data order depends on the seed AND the step it resumes from."""
-    return (seed * 1_000_003 + start_step) % (2**31 - 1)
+@contextlib.contextmanager
+def signal_guard() -> Iterator[list[int]]:
+    """Turn SIGINT / SIGTERM into a request to stop after the current step (the list receives the signal)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if received:  # a second signal: stop now, without the checkpoint
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None,
-          export_dir: str | Path | None = None) -> UNIT:
+          export_dir: str | Path | None = None, overwrite: bool = False) -> UNIT:
     """Train (or resume) the run in `output_dir` up to `config.train.steps`; returns the model.
 
-    With `export_dir`, a run that trained exports a SavedModel to `export_dir/<version>/` at the end.
+    With `export_dir`, a run that completed exports a SavedModel to `export_dir/<version>/` at the end.
+    SIGINT / SIGTERM save a checkpoint and raise TrainingInterrupted; a non-finite loss raises
+    TrainingDiverged (stop mode) with the last good checkpoint kept.
     """
     run = RunDir(Path(output_dir))
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(config.train.strategy)
     replicas = strategy.num_replicas_in_sync
     if config.data.batch_size % replicas:
@@ -39,7 +70,7 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
                         f"use a multiple of {replicas}")
     train_a, train_b = load_pair(config.data.dataset, "train", config.data.data_dir, config.model.image_size)
     test_a, test_b = load_pair(config.data.dataset, "test", config.data.data_dir, config.model.image_size)
-    resuming = run.prepare(config)
+    resuming = run.prepare(config, overwrite=overwrite)
 
     keras.utils.set_random_seed(config.train.seed)
     model = build_model(config, strategy)
@@ -48,28 +79,52 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
     if resuming and start:
         print(f"Resuming {run.root} from step {start}", flush=True)
     truncate_csv(run.metrics_csv, start)
-    remaining = config.train.steps - start
-    if remaining <= 0:
+    if start >= config.train.steps:
         print(f"{run.root} is already at step {start} >= --steps {config.train.steps}; nothing to do",
               flush=True)
         return model
 
-    dataset = train_dataset(train_a, train_b, config.data.batch_size, _shuffle_seed(config.train.seed, start))
     writer = tf.summary.create_file_writer(str(run.logs))
-    callbacks = [
-        TrainingLogger(run.metrics_csv, writer, config.train.log_every, config.train.steps),
-        SampleWriter(
-            run.samples, writer,
-            to_model_range(test_a.images[:SAMPLE_IMAGES]).numpy(),
-            to_model_range(test_b.images[:SAMPLE_IMAGES]).numpy(),
-            config.train.sample_every,
-        ),
-        CheckpointSaver(checkpoint, config.train.checkpoint_every),
-    ]
+    guard = DivergenceGuard(config.train.on_nan)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 0
-    model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=callbacks, verbose=verbose,
-              shuffle=False)
+    with signal_guard() as received:
+        callbacks = [
+            guard,
+            StopOnSignal(received),
+            TrainingLogger(run.metrics_csv, writer, config.train.log_every, config.train.steps),
+            SampleWriter(
+                run.samples, writer,
+                to_model_range(test_a.images[:SAMPLE_IMAGES]).numpy(),
+                to_model_range(test_b.images[:SAMPLE_IMAGES]).numpy(),
+                config.train.sample_every,
+            ),
+            CheckpointSaver(checkpoint, config.train.checkpoint_every, guard),
+        ]
+        step = start
+        try:
+            # Skipped (non-finite) steps do not count, so fit again until the step count is reached.
+            while step < config.train.steps and not received and guard.diverged is None:
+                dataset = train_dataset(train_a, train_b, config.data.batch_size, config.train.seed,
+                                        start_step=step)
+                model.fit(dataset, epochs=1, steps_per_epoch=config.train.steps - step, callbacks=callbacks,
+                          verbose=verbose, shuffle=False)
+                step = checkpoint.step
+        except OSError as err:
+            where = err.filename or run.root
+            raise UserError(f"could not write {where} ({err.strerror or err}); free disk space or choose a "
+                            f"writable --output-dir (last checkpoint: {checkpoint.latest})") from None
+    if guard.diverged is not None:
+        at, what = guard.diverged
+        raise TrainingDiverged(
+            f"non-finite loss '{what}' at step {at}; training stopped and the last good checkpoint "
+            f"({checkpoint.latest or 'none'}) is kept. Lower optimizer.learning_rate, or use "
+            "--set train.on_nan=skip-step"
+        )
+    if received:
+        name = signal.Signals(received[0]).name
+        raise TrainingInterrupted(received[0], f"stopped by {name} at step {checkpoint.step}; checkpoint "
+                                  f"{checkpoint.latest} saved. Run the same command again to resume")
     if export_dir is not None:
         from unit_tf.export import export_model
 

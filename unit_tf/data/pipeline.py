@@ -52,29 +52,37 @@ def to_unit_range(images: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
 
 
-def _shuffled_batches(images: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Endless batches of one domain: shuffle indices (cheap), gather images (one op per batch)."""
+def _shuffled_batches(images: np.ndarray, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
+    """Endless batches of one domain: shuffle indices (cheap), gather images (one op per batch).
+
+    Epoch e is the permutation stateless_shuffle(range(n), seed=(seed, e)): a pure function of the seed and
+    the position, however many iterators Keras creates. `start_step` skips that many batches of indices
+    (not images), so a resumed run sees exactly the batches an uninterrupted run would.
+    """
     n = len(images)
     if n < batch_size:
         raise UserError(f"a domain has only {n} training images, fewer than the batch size {batch_size}; "
                         "lower --batch-size")
     table = tf.constant(images)
+    order = tf.range(n, dtype=tf.int64)
     indices = (
-        tf.data.Dataset.range(n)
-        .shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        .repeat()
+        tf.data.Dataset.counter()
+        .flat_map(lambda epoch: tf.data.Dataset.from_tensor_slices(
+            tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))))
         .batch(batch_size, drop_remainder=True)
+        .skip(start_step)
     )
     return indices.map(lambda idx: to_model_range(tf.gather(table, idx)), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def train_dataset(a: DomainData, b: DomainData, batch_size: int, seed: int) -> tf.data.Dataset:
+def train_dataset(a: DomainData, b: DomainData, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
     """Endless unpaired batches {"x_a", "x_b"} of `batch_size` images per domain (the GLOBAL batch).
 
-    Each domain has its own shuffle seed, so an image of A is never tied to an image of B.
+    Each domain has its own shuffle seed, so an image of A is never tied to an image of B. The stream is a
+    pure function of (seed, step): `start_step` resumes it where a run stopped.
     """
-    ds_a = _shuffled_batches(a.images, batch_size, seed)
-    ds_b = _shuffled_batches(b.images, batch_size, seed + 1_000_003)
+    ds_a = _shuffled_batches(a.images, batch_size, seed, start_step)
+    ds_b = _shuffled_batches(b.images, batch_size, seed + 1_000_003, start_step)
     ds = tf.data.Dataset.zip(ds_a, ds_b).map(lambda x_a, x_b: {"x_a": x_a, "x_b": x_b})
     return ds.prefetch(tf.data.AUTOTUNE)
 
