@@ -70,7 +70,6 @@ class DataConfig:
     dataset: str = "svhn_mnist"  # source (A) first, target (B) second
     data_dir: str | None = None  # local files; None -> $UNIT_DATA_DIR, then TFDS
     batch_size: int = 64  # images per domain per step, summed over all replicas
-    shuffle_buffer: int = 0  # 0 = shuffle the whole split (digits fit in memory)
 
 
 @dataclass
@@ -208,7 +207,7 @@ def apply_overrides(config: UNITConfig, overrides: dict[str, Any]) -> UNITConfig
         leaf = parts[-1]
         if target is None or not dataclasses.is_dataclass(target) or leaf not in _field_types(target):
             raise UserError(
-                f"unknown setting '{key}'; valid settings are: {', '.join(valid_keys())}"
+                f"unknown setting {key!r}; valid settings are: {', '.join(valid_keys())}"
             )
         hint = _field_types(target)[leaf]
         if dataclasses.is_dataclass(getattr(target, leaf)):
@@ -283,6 +282,7 @@ def validate(config: UNITConfig) -> None:
         "train.checkpoint_every": config.train.checkpoint_every,
         "train.sample_every": config.train.sample_every,
         "train.keep_checkpoints": config.train.keep_checkpoints,
+        "model.image_size": config.model.image_size,
         "model.gen_ch": config.model.gen_ch,
         "model.dis_ch": config.model.dis_ch,
         "model.channels_a": config.model.channels_a,
@@ -292,10 +292,25 @@ def validate(config: UNITConfig) -> None:
         if value <= 0:
             raise UserError(f"{key} must be a positive integer, got {value}")
     for key, value in flatten(dataclasses.asdict(config.loss), "loss.").items():
-        if value < 0:
-            raise UserError(f"{key} must be >= 0, got {value}")
-    if config.optimizer.learning_rate <= 0:
-        raise UserError(f"optimizer.learning_rate must be > 0, got {config.optimizer.learning_rate}")
+        if not 0.0 <= value < float("inf"):
+            raise UserError(f"{key} must be a finite number >= 0, got {value}")
+    ranges = {  # (key, value, low, high, high inclusive)
+        "optimizer.learning_rate": (config.optimizer.learning_rate, 0.0, float("inf")),
+        "optimizer.epsilon": (config.optimizer.epsilon, 0.0, float("inf")),
+        "model.bn_epsilon": (config.model.bn_epsilon, 0.0, float("inf")),
+    }
+    for key, (value, low, high) in ranges.items():
+        if not low < value < high:
+            raise UserError(f"{key} must be > 0, got {value}")
+    for key, value in {"optimizer.beta_1": config.optimizer.beta_1, "optimizer.beta_2": config.optimizer.beta_2,
+                       "model.bn_momentum": config.model.bn_momentum}.items():
+        if not 0.0 <= value < 1.0:
+            raise UserError(f"{key} must be in [0, 1), got {value}")
+    for key, value in {"optimizer.weight_decay": config.optimizer.weight_decay,
+                       "model.leaky_slope": config.model.leaky_slope,
+                       "model.latent_noise_std": config.model.latent_noise_std}.items():
+        if not 0.0 <= value < float("inf"):
+            raise UserError(f"{key} must be a finite number >= 0, got {value}")
     if config.optimizer.weight_decay_mode not in ("l2", "decoupled"):
         raise UserError("optimizer.weight_decay_mode must be 'l2' or 'decoupled'")
     if config.train.on_nan not in ("stop", "skip-step"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import struct
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,8 @@ def check_arrays(x: np.ndarray, y: np.ndarray, path: Path) -> Arrays:
         )
     if x.dtype != np.uint8:
         raise UserError(f"{path}: images must be uint8 0..255, got {x.dtype}")
+    if y.dtype.kind not in "iu":
+        raise UserError(f"{path}: labels must be integers 0..9, got {y.dtype}")
     y = y.astype(np.int64)
     if y.min() < 0 or y.max() > 9:
         raise UserError(f"{path}: labels must be digits 0..9, got range {y.min()}..{y.max()}")
@@ -45,7 +46,9 @@ def read_npz(path: Path) -> Arrays:
             if "x" not in data or "y" not in data:
                 raise UserError(f"{path} must hold arrays 'x' (images) and 'y' (labels); found {list(data)}")
             x, y = data["x"], data["y"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+    except UserError:
+        raise
+    except Exception:  # untrusted bytes: any parser failure means the file is damaged
         raise _corrupt(path, "npz") from None
     return check_arrays(x, y, path)
 
@@ -54,7 +57,7 @@ def _read_maybe_gz(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
         return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except Exception:  # OSError, EOFError, zlib.error, BadGzipFile ...
         raise _corrupt(path, "gzip") from None
 
 
@@ -82,11 +85,13 @@ def read_svhn_mat(path: Path) -> Arrays:
 
     try:
         data = scipy.io.loadmat(path)
-        x, y = data["X"], data["y"]
-    except (OSError, ValueError, KeyError, TypeError, NotImplementedError, EOFError):
+        x, y = np.asarray(data["X"]), np.asarray(data["y"])
+    except Exception:  # scipy raises many types on damaged files
         raise _corrupt(path, "SVHN .mat") from None
     if x.ndim != 4 or x.shape[2] != 3:
         raise UserError(f"{path}: expected X of shape 32 x 32 x 3 x N, got {x.shape}")
+    if y.dtype.kind not in "iuf" or y.size != x.shape[3]:
+        raise UserError(f"{path}: expected y with one numeric label per image, got {y.dtype} {y.shape}")
     x = np.ascontiguousarray(np.transpose(x, (3, 0, 1, 2)))
     y = y.reshape(-1).astype(np.int64) % 10  # label 10 -> digit 0
     return check_arrays(x, y, path)
@@ -100,7 +105,7 @@ def read_usps_h5(path: Path, split: str) -> Arrays:
         with h5py.File(path, "r") as f:
             data = np.asarray(f[split]["data"])
             target = np.asarray(f[split]["target"])
-    except (OSError, KeyError, ValueError):
+    except Exception:  # h5py raises OSError, KeyError, ValueError, RuntimeError ... on damaged files
         raise _corrupt(path, "USPS .h5") from None
     side = int(round(np.sqrt(data.shape[-1]))) if data.ndim == 2 else 0
     if data.ndim != 2 or side * side != data.shape[-1]:
