@@ -103,8 +103,8 @@ class UNIT(keras.Model):
         mean_a, mean_b = self.encode_pair(x_a, x_b, False)
         out_a, out_b = self.decode_both(tf.concat([mean_a, mean_b], 0), False)
         (x_aa, x_ba), (x_ab, x_bb) = _split(out_a, n), _split(out_b, n)
-        mean_ab, mean_ba = self.encode_pair(x_ba, x_ab, False)  # E_a(x_ba), E_b(x_ab)
-        x_aba, x_bab = self.decode_pair(mean_ba, mean_ab, False)
+        mean_ba, mean_ab = self.encode_pair(x_ba, x_ab, False)  # E_a(x_ba), E_b(x_ab)
+        x_aba, x_bab = self.decode_pair(mean_ab, mean_ba, False)  # G_a(E_b(x_ab)), G_b(E_a(x_ba))
         return {"x_a": x_a, "x_aa": x_aa, "x_ab": x_ab, "x_aba": x_aba,
                 "x_b": x_b, "x_bb": x_bb, "x_ba": x_ba, "x_bab": x_bab}
 
