@@ -29,5 +29,5 @@ def config():
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """A data folder in the ../shared/data layout, with small generated MNIST-, USPS- and SVHN-like sets."""
+    """A data folder in our npz layout (<domain>/{train,test}.npz) with generated MNIST-, USPS-, SVHN-like sets."""
     return write_digit_dirs(tmp_path_factory.mktemp("data"))

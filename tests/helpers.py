@@ -1,4 +1,4 @@
-"""Generated test data and tiny configs (no network, no ../shared)."""
+"""Generated test data and tiny configs (no network and no real data sets needed)."""
 
 from __future__ import annotations
 
