@@ -275,7 +275,7 @@ def resolve_config(
 
 def validate(config: UNITConfig) -> None:
     """Reject values that cannot define a run, each with the setting's name."""
-    positive = {
+    positive_ints = {
         "train.steps": config.train.steps,
         "data.batch_size": config.data.batch_size,
         "train.log_every": config.train.log_every,
@@ -288,27 +288,23 @@ def validate(config: UNITConfig) -> None:
         "model.channels_a": config.model.channels_a,
         "model.channels_b": config.model.channels_b,
     }
-    for key, value in positive.items():
+    for key, value in positive_ints.items():
         if value <= 0:
             raise UserError(f"{key} must be a positive integer, got {value}")
-    for key, value in flatten(dataclasses.asdict(config.loss), "loss.").items():
-        if not 0.0 <= value < float("inf"):
-            raise UserError(f"{key} must be a finite number >= 0, got {value}")
-    ranges = {  # (key, value, low, high, high inclusive)
-        "optimizer.learning_rate": (config.optimizer.learning_rate, 0.0, float("inf")),
-        "optimizer.epsilon": (config.optimizer.epsilon, 0.0, float("inf")),
-        "model.bn_epsilon": (config.model.bn_epsilon, 0.0, float("inf")),
-    }
-    for key, (value, low, high) in ranges.items():
-        if not low < value < high:
+    positive_floats = {"optimizer.learning_rate": config.optimizer.learning_rate,
+                "optimizer.epsilon": config.optimizer.epsilon, "model.bn_epsilon": config.model.bn_epsilon}
+    for key, value in positive_floats.items():
+        if not 0.0 < value < float("inf"):
             raise UserError(f"{key} must be > 0, got {value}")
     for key, value in {"optimizer.beta_1": config.optimizer.beta_1, "optimizer.beta_2": config.optimizer.beta_2,
                        "model.bn_momentum": config.model.bn_momentum}.items():
         if not 0.0 <= value < 1.0:
             raise UserError(f"{key} must be in [0, 1), got {value}")
-    for key, value in {"optimizer.weight_decay": config.optimizer.weight_decay,
-                       "model.leaky_slope": config.model.leaky_slope,
-                       "model.latent_noise_std": config.model.latent_noise_std}.items():
+    non_negative = flatten(dataclasses.asdict(config.loss), "loss.")
+    non_negative.update({"optimizer.weight_decay": config.optimizer.weight_decay,
+                         "model.leaky_slope": config.model.leaky_slope,
+                         "model.latent_noise_std": config.model.latent_noise_std})
+    for key, value in non_negative.items():
         if not 0.0 <= value < float("inf"):
             raise UserError(f"{key} must be a finite number >= 0, got {value}")
     if config.optimizer.weight_decay_mode not in ("l2", "decoupled"):
