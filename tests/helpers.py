@@ -55,6 +55,7 @@ TINY = {
     "train.log_every": 2,
     "train.sample_every": 2,
     "train.checkpoint_every": 2,
+    "train.classifier_warmup_steps": 2,  # domain-adaptation presets (the data sets' defaults)
 }
 
 

@@ -13,9 +13,8 @@ import tensorflow as tf
 
 from unit_tf.checkpoints import RunCheckpoint
 from unit_tf.images import GRID_ROWS, make_grid, write_png
-from unit_tf.model import METRIC_NAMES
 
-CSV_COLUMNS = ("step", "wall_time", "steps_per_sec", *METRIC_NAMES)
+CSV_PREFIX = ("step", "wall_time", "steps_per_sec")  # then the model's metric_names
 
 
 def _global_step(model: keras.Model) -> int:
@@ -53,8 +52,9 @@ class TrainingLogger(keras.callbacks.Callback):
         new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
         self.file = self.csv_path.open("a", newline="")
         self.csv = csv.writer(self.file)
+        self.names = tuple(self.model.metric_names)
         if new:
-            self.csv.writerow(CSV_COLUMNS)
+            self.csv.writerow((*CSV_PREFIX, *self.names))
         self.last_time, self.last_step = time.time(), _global_step(self.model)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -63,9 +63,9 @@ class TrainingLogger(keras.callbacks.Callback):
             return
         now = time.time()
         rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
-        values = {name: float(np.asarray(logs[name])) for name in METRIC_NAMES if logs and name in logs}
+        values = {name: float(np.asarray(logs[name])) for name in self.names if logs and name in logs}
         self.csv.writerow([step, f"{now:.3f}", f"{rate:.4f}", *(f"{values.get(n, float('nan')):.6g}"
-                                                                  for n in METRIC_NAMES)])
+                                                                  for n in self.names)])
         self.file.flush()
         with self.writer.as_default(step=step):
             for name, value in values.items():
@@ -153,7 +153,7 @@ class DivergenceGuard(keras.callbacks.Callback):
             if self.consecutive >= self.max_consecutive:
                 self._stop(attempted, f"{self.consecutive} consecutive steps")
         else:
-            for name in METRIC_NAMES:
+            for name in self.model.metric_names:
                 if logs and name in logs and not np.isfinite(float(np.asarray(logs[name]))):
                     self._stop(attempted, name)
                     break
@@ -173,6 +173,20 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.received:
+            self.model.stop_training = True
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Ends training after the current step once `minutes` of wall-clock time have passed since `start`."""
+
+    def __init__(self, minutes: float, start: float | None = None) -> None:
+        super().__init__()
+        self.deadline = (start or time.time()) + 60.0 * minutes if minutes > 0 else None
+        self.reached = False
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.deadline is not None and time.time() >= self.deadline:
+            self.reached = True
             self.model.stop_training = True
 
 

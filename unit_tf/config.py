@@ -38,6 +38,9 @@ class ModelConfig:
     bn_epsilon: float = 1e-5
     latent_noise_std: float = 1.0  # z = mean + std * N(0, I); the paper's unit-variance q(z|x)
     coord_channels: bool = False  # append normalized x/y coordinate channels to encoder inputs
+    # Domain adaptation (official cocogan_nets_da.py): a classifier head on the shared high D layers.
+    num_classes: int = 0  # 0: no classifier head; 10 for digits
+    dis_dropout: bool = False  # official D dropout 0.1 / 0.3 / 0.5 / 0.5 after its four conv blocks
 
 
 @dataclass
@@ -49,6 +52,19 @@ class LossConfig:
     recon: float = 100.0
     cycle_kl: float = 0.1
     cycle_recon: float = 100.0
+    # Normalizations: the paper's weights go with "mean" KL (mean of mean^2) and "l1" (mean |x - x'|);
+    # the official DA code's with "sum" KL (summed over latent dims) and "sse" (per-image summed squared error).
+    kl_reduction: str = "mean"  # mean | sum
+    recon_distance: str = "l1"  # l1 | sse
+    gan_recon_stream: bool = False  # official DA code: reconstructions are also fakes for D (and G fools D)
+    # Domain adaptation terms (all need model.num_classes > 0; labels of domain A only):
+    classifier: float = 0.0  # cross-entropy of D_a's classifier on labelled source images (official 10)
+    classifier_translated: float = 0.0  # same labels on the source images translated to B, through D_b
+    feature: float = 0.0  # distance of shared D features of x_ab (D_b) and x_aa (D_a), and of x_ba / x_bb
+    feature_distance: str = "l2"  # l2: per-image summed squared distance (official code) | l1 (the paper)
+    # E/G update: D_b's classifier must read each translation x_ab as its source label (keeps the digit's
+    # identity through translation; CyCADA's semantic consistency on UNIT's own classifier).
+    semantic: float = 0.0
 
 
 @dataclass
@@ -70,6 +86,10 @@ class DataConfig:
     dataset: str = "svhn_mnist"  # source (A) first, target (B) second
     data_dir: str | None = None  # local files; None -> $UNIT_DATA_DIR, then TFDS
     batch_size: int = 64  # images per domain per step, summed over all replicas
+    # The paper's augmentation: add colour-inverted copies of a domain's training images (official svhn2mnist
+    # inverts MNIST, domain B).
+    invert_a: bool = False
+    invert_b: bool = False
 
 
 @dataclass
@@ -84,6 +104,14 @@ class TrainConfig:
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism: bit-exact resumes
     on_nan: str = "stop"  # non-finite loss: "stop" (keep the last good checkpoint) or "skip-step"
     inject_nan_step: int = 0  # testing hook: make the GAN loss NaN at this global step (0 = never)
+    # Compute precision: "float32", or "bfloat16" (Keras mixed_bfloat16: bf16 math, float32 weights and
+    # losses; ~1.5x faster on CPUs with AMX/AVX512-BF16 and on GPUs/TPUs).
+    precision: str = "float32"
+    time_limit_minutes: float = 0.0  # stop (with a checkpoint) after this much wall-clock time; 0 = no limit
+    # Domain adaptation: first train D_a + classifier on labelled source images for this many steps (the
+    # source-only model, saved in R/eval/source_only.json), then UNIT starts from it.
+    classifier_warmup_steps: int = 0
+    eval_every: int = 500  # classifier accuracy on both test splits, logged to R/accuracy.csv (DA runs)
 
 
 @dataclass
@@ -110,6 +138,9 @@ class UNITConfig:
         return config
 
 
+# train.precision -> Keras dtype policy.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
 # Settings that may change between invocations on the same run directory without making it another run.
 NON_DEFINING_KEYS = frozenset(
     {
@@ -123,8 +154,20 @@ NON_DEFINING_KEYS = frozenset(
         "train.deterministic",
         "train.on_nan",
         "train.inject_nan_step",
+        "train.time_limit_minutes",
+        "train.eval_every",
     }
 )
+
+# Domain adaptation recipe (see README "Domain adaptation" for what was measured to choose it).
+DA_SETTINGS: dict[str, Any] = {
+    "model.num_classes": 10,
+    "model.dis_dropout": True,
+    "model.coord_channels": True,
+    "loss.classifier": 10.0,
+    "loss.feature": 1e-4,
+    "train.classifier_warmup_steps": 1000,
+}
 
 # Presets: named sets of overrides of the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -133,10 +176,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits": {},
     # A narrow variant for quick experiments and tests on a CPU.
     "digits_small": {"model.gen_ch": 16, "model.dis_ch": 16, "data.batch_size": 32},
+    # Domain adaptation, official version_02 DA networks and optimizer (cocogan_trainer_da.py): shared D trunk
+    # with a 10-way classifier head and dropout, x/y coordinate channels for the encoders.
+    "digits_da": DA_SETTINGS,
+    # The same recipe, narrower: what a 2-core CPU trains in 30 minutes (see benchmarks/domain_adaptation.py).
+    "digits_da_small": {**DA_SETTINGS, "model.gen_ch": 32, "model.dis_ch": 32},
 }
 
 # The preset each data set uses when --preset is not given.
-DEFAULT_PRESET = {"svhn_mnist": "digits", "mnist_usps": "digits", "usps_mnist": "digits"}
+DEFAULT_PRESET = {"svhn_mnist": "digits_da", "mnist_usps": "digits_da", "usps_mnist": "digits_da"}
+
+# Data-set specific settings applied after the preset (the official svhn2mnist.yaml inverts MNIST).
+DATASET_SETTINGS: dict[str, dict[str, Any]] = {"svhn_mnist": {"data.invert_b": True}}
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -258,6 +309,7 @@ def resolve_config(
         raise UserError(f"unknown preset '{preset}'; choose one of: {', '.join(sorted(PRESETS))}")
     config = UNITConfig(preset=preset)
     apply_overrides(config, PRESETS[preset])
+    apply_overrides(config, DATASET_SETTINGS.get(dataset or "", {}))
     apply_overrides(config, {k: v for k, v in file_values.items() if k != "preset"})
     apply_overrides(config, {k: v for k, v in overrides.items() if k != "preset"})
     if dataset:
@@ -300,13 +352,32 @@ def validate(config: UNITConfig) -> None:
                        "model.bn_momentum": config.model.bn_momentum}.items():
         if not 0.0 <= value < 1.0:
             raise UserError(f"{key} must be in [0, 1), got {value}")
-    non_negative = flatten(dataclasses.asdict(config.loss), "loss.")
+    non_negative = {k: v for k, v in flatten(dataclasses.asdict(config.loss), "loss.").items()
+                    if isinstance(v, float)}
     non_negative.update({"optimizer.weight_decay": config.optimizer.weight_decay,
                          "model.leaky_slope": config.model.leaky_slope,
                          "model.latent_noise_std": config.model.latent_noise_std})
     for key, value in non_negative.items():
         if not 0.0 <= value < float("inf"):
             raise UserError(f"{key} must be a finite number >= 0, got {value}")
+    choices = {"loss.kl_reduction": (config.loss.kl_reduction, ("mean", "sum")),
+               "loss.recon_distance": (config.loss.recon_distance, ("l1", "sse")),
+               "loss.feature_distance": (config.loss.feature_distance, ("l2", "l1"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
+    da_terms = {"loss.classifier": config.loss.classifier, "loss.classifier_translated":
+                config.loss.classifier_translated, "loss.feature": config.loss.feature,
+                "loss.semantic": config.loss.semantic}
+    for key, value in da_terms.items():
+        if value > 0 and config.model.num_classes <= 0:
+            raise UserError(f"{key} needs a classifier head: set model.num_classes (10 for digits) or {key}=0")
+    if config.model.num_classes < 0 or config.train.classifier_warmup_steps < 0 or config.train.eval_every < 0:
+        raise UserError("model.num_classes, train.classifier_warmup_steps and train.eval_every must be >= 0")
+    if not 0.0 <= config.train.time_limit_minutes < float("inf"):
+        raise UserError(f"train.time_limit_minutes must be >= 0, got {config.train.time_limit_minutes}")
+    if config.train.precision not in PRECISIONS:
+        raise UserError(f"train.precision must be one of {', '.join(PRECISIONS)}, got '{config.train.precision}'")
     if config.optimizer.weight_decay_mode not in ("l2", "decoupled"):
         raise UserError("optimizer.weight_decay_mode must be 'l2' or 'decoupled'")
     if config.train.on_nan not in ("stop", "skip-step"):

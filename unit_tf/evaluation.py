@@ -1,4 +1,5 @@
-"""Evaluation of a trained run on a test split: reconstruction and cycle errors, translation grids."""
+"""Evaluation of a trained run on a test split: reconstruction and cycle errors, translation grids, and for
+domain-adaptation runs classifier accuracies, a confusion matrix and the accuracy-versus-step curve."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from unit_tf.data.pipeline import eval_batches, load_pair, to_model_range
+from unit_tf import adaptation, plots
+from unit_tf.data.pipeline import DomainData, eval_batches, load_pair, to_model_range
 from unit_tf.images import GRID_ROWS, make_grid, write_png
 from unit_tf.model import UNIT
 from unit_tf.runs import RunDir
@@ -51,4 +53,33 @@ def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "tes
     grid = write_png(make_grid([streams[name] for name in GRID_ROWS]),
                      run.eval / f"translations_{split}_step_{step}.png")
     result["translation_grid"] = str(grid)
+    if model.classifier_head is not None:
+        result.update(adaptation_report(model, run, a, b, split, step))
+    return result
+
+
+def adaptation_report(model: UNIT, run: RunDir, a: DomainData, b: DomainData, split: str,
+                      step: int) -> dict[str, Any]:
+    """Source (D_a) and target (D_b) accuracy, target confusion matrix and accuracy-vs-step plot PNGs."""
+    num_classes = model.unit_config.model.num_classes
+    source_pred = adaptation.predict_classes(model, a.images, "a")
+    target_pred = adaptation.predict_classes(model, b.images, "b")
+    result: dict[str, Any] = {"source_accuracy": float(np.mean(source_pred == a.labels)),
+                              "target_accuracy": float(np.mean(target_pred == b.labels))}
+    matrix = adaptation.confusion_matrix(b.labels, target_pred, num_classes)
+    title = f"{a.name} -> {b.name}: target ({b.name}) {split}, step {step}"
+    result["confusion_matrix"] = str(plots.confusion_matrix_png(
+        matrix, run.eval / f"confusion_target_{split}_step_{step}.png", title))
+    history = adaptation.read_accuracy_csv(run.accuracy_csv)
+    baseline = None
+    if run.source_only_json.is_file():
+        baseline = adaptation.read_json(run.source_only_json).get("target_accuracy")
+        result["source_only_target_accuracy"] = baseline
+    if history:
+        steps = [row["step"] for row in history]
+        curves = {f"target ({b.name})": [row["target_accuracy"] for row in history],
+                  f"source ({a.name})": [row["source_accuracy"] for row in history]}
+        result["accuracy_plot"] = str(plots.accuracy_curve_png(
+            steps, curves, run.eval / "accuracy_vs_step.png",
+            f"{a.name} -> {b.name}: test accuracy while training", baseline))
     return result

@@ -6,6 +6,9 @@ Signatures (all deterministic: the latent mean, no sampling noise; inference-mod
     a_to_b (also serving_default), b_to_a, reconstruct_a, reconstruct_b
         input  `images` float32 [batch, H, W, C_source], values in [0, 1]
         output `images` float32 [batch, H, W, C_target], values in [0, 1]
+    classify_a, classify_b (domain-adaptation runs: the digit classifier through D_a / D_b)
+        input  `images` as above, of that domain
+        output `probabilities` float32 [batch, num_classes], `classes` int32 [batch]
 The batch dimension is free; H, W and C are the training size and the domains' channels.
 """
 
@@ -46,7 +49,7 @@ def signature_specs(model: UNIT) -> dict[str, dict[str, Any]]:
     size = cfg.image_size
     channels = {"a": cfg.channels_a, "b": cfg.channels_b}
     pairs = {"a_to_b": ("a", "b"), "b_to_a": ("b", "a"), "reconstruct_a": ("a", "a"), "reconstruct_b": ("b", "b")}
-    return {
+    specs = {
         name: {
             "source": source,
             "target": target,
@@ -57,6 +60,16 @@ def signature_specs(model: UNIT) -> dict[str, dict[str, Any]]:
         }
         for name, (source, target) in pairs.items()
     }
+    if model.classifier_head is not None:
+        for domain in ("a", "b"):
+            specs[f"classify_{domain}"] = {
+                "source": domain,
+                "inputs": {"images": {"dtype": "float32", "shape": [None, size, size, channels[domain]],
+                                      "range": [0.0, 1.0]}},
+                "outputs": {"probabilities": {"dtype": "float32", "shape": [None, cfg.num_classes]},
+                            "classes": {"dtype": "int32", "shape": [None]}},
+            }
+    return specs
 
 
 def _translation_fn(model: UNIT, source: str, target: str) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
@@ -70,6 +83,15 @@ def _translation_fn(model: UNIT, source: str, target: str) -> Callable[[tf.Tenso
     return serve
 
 
+def _classify_fn(model: UNIT, domain: str) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = tf.cast(model.classify(images * 2.0 - 1.0, domain, training=False), tf.float32)
+        return {"probabilities": tf.nn.softmax(logits), "classes": tf.argmax(logits, -1, output_type=tf.int32)}
+
+    serve.__doc__ = f"Digit class of domain-{domain} images float32 [batch, H, W, C] in [0, 1]."
+    return serve
+
+
 def build_archive(model: UNIT) -> keras.export.ExportArchive:
     """An ExportArchive whose first endpoint (`a_to_b`) is also `serving_default`."""
     archive = keras.export.ExportArchive()
@@ -78,7 +100,8 @@ def build_archive(model: UNIT) -> keras.export.ExportArchive:
         shape = spec["inputs"]["images"]["shape"]
         archive.add_endpoint(
             name=name,
-            fn=_translation_fn(model, spec["source"], spec["target"]),
+            fn=(_translation_fn(model, spec["source"], spec["target"]) if "target" in spec
+                else _classify_fn(model, spec["source"])),
             input_signature=[tf.TensorSpec(shape, tf.float32, name="images")],
         )
     return archive

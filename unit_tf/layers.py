@@ -19,7 +19,7 @@ def _same_padding_matches(kernel_size: int, strides: int, padding: int, transpos
 
 @keras.saving.register_keras_serializable(PACKAGE)
 class ConvBlock(keras.layers.Layer):
-    """Conv (or transposed conv) -> optional norm -> activation -> optional max-pool.
+    """Conv (or transposed conv) -> optional norm -> activation -> optional max-pool -> optional dropout.
 
     `padding` is PyTorch's symmetric zero padding (a transposed conv crops it instead), so
     the official networks' shapes and alignments are reproduced exactly.
@@ -40,6 +40,7 @@ class ConvBlock(keras.layers.Layer):
         bn_epsilon: float = 1e-5,
         kernel_initializer: Any = "glorot_uniform",
         bias_initializer: Any = "zeros",
+        dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -60,6 +61,7 @@ class ConvBlock(keras.layers.Layer):
         self.bn_epsilon = bn_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.dropout = dropout
 
         use_same = padding > 0 and _same_padding_matches(kernel_size, strides, padding, transpose)
         conv_cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
@@ -91,6 +93,7 @@ class ConvBlock(keras.layers.Layer):
             else None
         )
         self.pooling = keras.layers.MaxPooling2D(pool, name="pool") if pool > 1 else None
+        self.dropout_layer = keras.layers.Dropout(dropout, name="dropout") if dropout > 0 else None
 
     def build(self, input_shape: tuple) -> None:
         shape = tuple(input_shape)
@@ -123,6 +126,8 @@ class ConvBlock(keras.layers.Layer):
             x = tf.tanh(x)
         if self.pooling is not None:
             x = self.pooling(x)
+        if self.dropout_layer is not None:
+            x = self.dropout_layer(x, training=training)
         return x
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
@@ -148,6 +153,7 @@ class ConvBlock(keras.layers.Layer):
             bn_epsilon=self.bn_epsilon,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            dropout=self.dropout,
         )
         return config
 

@@ -15,12 +15,29 @@ import keras
 import tensorflow as tf
 
 from unit_tf import losses
-from unit_tf.config import OptimizerConfig, UNITConfig
+from unit_tf.config import PRECISIONS, OptimizerConfig, UNITConfig
 from unit_tf.layers import PACKAGE, CoordinateChannels
-from unit_tf.networks import build_networks
+from unit_tf.networks import build_classifier_head, build_networks
 
-#: Every loss term reported each step: the unweighted terms, then the weighted totals each optimizer sees.
+#: Every loss term reported each step (paper losses): the unweighted terms, then the weighted totals.
 METRIC_NAMES = ("d_gan", "g_gan", "kl", "recon_l1", "cycle_kl", "cycle_l1", "d_loss", "g_loss")
+
+
+def metric_names(config: UNITConfig) -> tuple[str, ...]:
+    """The loss terms a model with this config reports: METRIC_NAMES adapted to its distances and DA terms."""
+    loss = config.loss
+    names = ["d_gan", "g_gan", "kl", f"recon_{loss.recon_distance}"]
+    if _has_cycle(config):
+        names += ["cycle_kl", f"cycle_{loss.recon_distance}"]
+    names += [name for name in ("classifier", "classifier_translated", "feature", "semantic")
+              if getattr(loss, name) > 0]
+    if loss.classifier > 0:
+        names.append("source_batch_accuracy")
+    return (*names, "d_loss", "g_loss")
+
+
+def _has_cycle(config: UNITConfig) -> bool:
+    return config.loss.cycle_kl > 0 or config.loss.cycle_recon > 0
 
 
 def _split(x: tf.Tensor, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -42,9 +59,11 @@ class UNIT(keras.Model):
         self.encoder = nets["encoder"]
         self.generator = nets["generator"]
         self.discriminator = nets["discriminator"]
+        self.classifier_head = build_classifier_head(cfg.model)
         self.coordinates = CoordinateChannels(name="coordinates") if cfg.model.coord_channels else None
         self.seed_generator = keras.random.SeedGenerator(cfg.train.seed, name="latent_noise")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+        self.metric_names = metric_names(cfg)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
 
     # ----------------------------------------------------------------------------------------------
     # The six networks
@@ -86,11 +105,39 @@ class UNIT(keras.Model):
         h = self.generator.run_shared(z, training)
         return self.generator.run_private(h, "a", training), self.generator.run_private(h, "b", training)
 
-    def discriminate_pair(self, x_a: tf.Tensor, x_b: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
-        h_a = self.discriminator.run_private(x_a, "a", training)
-        h_b = self.discriminator.run_private(x_b, "b", training)
-        logits = tf.reshape(self.discriminator.run_shared(tf.concat([h_a, h_b], 0), training), [-1])
-        return _split(logits, tf.shape(h_a)[0])
+    def discriminate_pair(self, x_a: tf.Tensor, x_b: tf.Tensor, training: bool,
+                          with_features: bool = False) -> tuple[tf.Tensor, ...]:
+        """Real/fake logits of D_a(x_a) and D_b(x_b); with_features also the trunk outputs under the head
+        (the highest D features: official h3), which the classifier and the feature loss use."""
+        disc = self.discriminator
+        n = tf.shape(x_a)[0]
+        if disc.shared:  # private layers per domain, the shared trunk and head once on the joint batch
+            h = tf.concat([disc.run_private(x_a, "a", training), disc.run_private(x_b, "b", training)], 0)
+            for layer in disc.shared[:-1]:
+                h = layer(h, training=training)
+            logits = tf.reshape(disc.shared[-1](h, training=training), [-1])
+            (logits_a, logits_b), (feat_a, feat_b) = _split(logits, n), _split(h, n)
+        else:
+            feat_a, feat_b = self.d_features(x_a, "a", training), self.d_features(x_b, "b", training)
+            logits_a, logits_b = (tf.reshape(disc.private_layers(d)[-1](f, training=training), [-1])
+                                  for d, f in (("a", feat_a), ("b", feat_b)))
+        return (logits_a, logits_b, feat_a, feat_b) if with_features else (logits_a, logits_b)
+
+    def d_features(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
+        """Output of D_domain's layers below its real/fake head."""
+        layers = self.discriminator.private_layers(domain) + self.discriminator.shared
+        for layer in layers[:-1]:
+            x = layer(x, training=training)
+        return x
+
+    def classify_features(self, features: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return tf.reshape(self.classifier_head(features, training=training), [tf.shape(features)[0], -1])
+
+    def classify(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
+        """Digit logits [N, num_classes] of the classifier head on D_domain's shared trunk."""
+        if self.classifier_head is None:
+            raise ValueError("this model has no classifier head (model.num_classes = 0)")
+        return self.classify_features(self.d_features(x, domain, training), training)
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         mean_a, mean_b = self.encode_pair(inputs["x_a"], inputs["x_b"], training)
@@ -119,12 +166,15 @@ class UNIT(keras.Model):
         x_b = tf.zeros([2, size, size, cfg.channels_b])
         mean_a, mean_b = self.encode_pair(x_a, x_b, False)
         self.decode_both(tf.concat([mean_a, mean_b], 0), False)
-        self.discriminate_pair(x_a, x_b, False)
+        _, _, feat_a, _ = self.discriminate_pair(x_a, x_b, False, with_features=True)
+        if self.classifier_head is not None:
+            self.classify_features(feat_a)
         self.built = True
 
     @property
     def d_variables(self) -> list:
-        return self.discriminator.trainable_variables
+        head = self.classifier_head.trainable_variables if self.classifier_head is not None else []
+        return self.discriminator.trainable_variables + head
 
     @property
     def g_variables(self) -> list:
@@ -182,33 +232,47 @@ class UNIT(keras.Model):
         return 0.0
 
     def train_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """One alternating update: D1, D2 first, then E1, E2, G1, G2 (paper Sec. 3, Algorithm in App.)."""
+        """One alternating update: D1, D2 first, then E1, E2, G1, G2 (paper Sec. 3, Algorithm in App.).
+
+        With a classifier head (domain adaptation, official cocogan_trainer_da.py) the D update also
+        trains the classifier on labelled source images `data["y_a"]` and pulls the highest D features of
+        each translation towards those of the reconstruction from the same latent code.
+        """
         w = self.unit_config.loss
         x_a, x_b = data["x_a"], data["x_b"]
         n = tf.shape(x_a)[0]
         # Per-replica losses are means over the replica's shard; the optimizer SUMS gradients over
         # replicas, so dividing by the replica count gives the update of one device at the global batch.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        values: dict[str, tf.Tensor] = {}
 
         # One forward pass of E and G serves both updates (the D update sees its outputs as constants).
         with tf.GradientTape() as g_tape:
             mean_a, mean_b = self.encode_pair(x_a, x_b, training=True)
             z = self._sample(tf.concat([mean_a, mean_b], 0))
             out_a, out_b = self.decode_both(z, training=True)  # out_a = [x_aa; x_ba], out_b = [x_ab; x_bb]
-            x_aa, x_ba = _split(out_a, n)
-            x_ab, x_bb = _split(out_b, n)
+            # Images in the input dtype (float32) also under a mixed-precision policy.
+            x_aa, x_ba = _split(tf.cast(out_a, x_a.dtype), n)
+            x_ab, x_bb = _split(tf.cast(out_b, x_b.dtype), n)
 
-        # --- Step 1: D1, D2 on real images vs. translations (GAN loss, translation stream only).
+        # --- Step 1: D1, D2 on real images vs. translations (and reconstructions if gan_recon_stream).
+        fakes_a, fakes_b = [x_ba], [x_ab]
+        if w.gan_recon_stream:
+            fakes_a.append(x_aa)
+            fakes_b.append(x_bb)
         with tf.GradientTape() as d_tape:
-            logits_a, logits_b = self.discriminate_pair(
-                tf.concat([x_a, tf.stop_gradient(x_ba)], 0), tf.concat([x_b, tf.stop_gradient(x_ab)], 0),
-                training=True,
+            logits_a, logits_b, feat_a, feat_b = self.discriminate_pair(
+                tf.concat([x_a] + [tf.stop_gradient(f) for f in fakes_a], 0),
+                tf.concat([x_b] + [tf.stop_gradient(f) for f in fakes_b], 0),
+                training=True, with_features=True,
             )
-            d_gan = losses.discriminator_gan_loss(*_split(logits_a, n)) + losses.discriminator_gan_loss(
-                *_split(logits_b, n)
+            d_gan = losses.discriminator_gan_loss(logits_a[:n], logits_a[n:]) + losses.discriminator_gan_loss(
+                logits_b[:n], logits_b[n:]
             )
             d_gan = self._maybe_inject_nan(d_gan)
             d_loss = w.gan * d_gan + self._penalty(self.d_variables)
+            if self.classifier_head is not None:
+                d_loss += self._adaptation_losses(data, feat_a, feat_b, x_aa, x_ba, x_ab, x_bb, values)
             # scale_loss: identity for plain optimizers; the LossScaleOptimizer (see make_optimizer) multiplies
             # by its scale, unscales the gradients and SKIPS the update when any gradient is non-finite.
             d_scaled = self.d_optimizer.scale_loss(d_loss / tf.cast(replicas, d_loss.dtype))
@@ -216,38 +280,79 @@ class UNIT(keras.Model):
 
         # --- Step 2: E1, E2, G1, G2 against the UPDATED discriminators, plus VAE and cycle losses.
         with g_tape:
-            fake_a, fake_b = self.discriminate_pair(x_ba, x_ab, training=True)
-            g_gan = self._maybe_inject_nan(losses.generator_gan_loss(fake_a) + losses.generator_gan_loss(fake_b))
-            kl = losses.kl_loss(mean_a) + losses.kl_loss(mean_b)
-            recon = losses.l1_loss(x_a, x_aa) + losses.l1_loss(x_b, x_bb)
-            # Cycle: re-encode the translations with the OTHER domain's encoder and decode back.
-            mean_ba, mean_ab = self.encode_pair(x_ba, x_ab, training=True)  # E_a(x_ba), E_b(x_ab)
-            x_aba, x_bab = self.decode_pair(self._sample(mean_ab), self._sample(mean_ba), training=True)
-            cycle_kl = losses.kl_loss(mean_ab) + losses.kl_loss(mean_ba)
-            cycle_l1 = losses.l1_loss(x_a, x_aba) + losses.l1_loss(x_b, x_bab)
-            g_loss = (
-                w.gan * g_gan
-                + w.kl * kl
-                + w.recon * recon
-                + w.cycle_kl * cycle_kl
-                + w.cycle_recon * cycle_l1
-                + self._penalty(self.g_variables)
-            )
+            fake_a, fake_b, _, fake_feat_b = self.discriminate_pair(
+                tf.concat(fakes_a, 0), tf.concat(fakes_b, 0), training=True, with_features=True)
+            # Each stream's GAN term is a mean over its own images (official: trans + recon).
+            g_gan = tf.add_n([losses.generator_gan_loss(part) for logits in (fake_a, fake_b)
+                              for part in tf.split(logits, len(fakes_a))])
+            g_gan = self._maybe_inject_nan(g_gan)
+            kl = losses.kl_loss(mean_a, w.kl_reduction) + losses.kl_loss(mean_b, w.kl_reduction)
+            recon = (losses.recon_loss(x_a, x_aa, w.recon_distance)
+                     + losses.recon_loss(x_b, x_bb, w.recon_distance))
+            g_loss = w.gan * g_gan + w.kl * kl + w.recon * recon + self._penalty(self.g_variables)
+            values.update({"g_gan": g_gan, "kl": kl, f"recon_{w.recon_distance}": recon})
+            if w.semantic > 0:
+                # Translations keep their digit: D_b's classifier must read x_ab as the source label.
+                values["semantic"] = losses.classifier_loss(
+                    data["y_a"], self.classify_features(fake_feat_b[:n], training=True))
+                g_loss += w.semantic * values["semantic"]
+            if _has_cycle(self.unit_config):
+                # Cycle: re-encode the translations with the OTHER domain's encoder and decode back.
+                mean_ba, mean_ab = self.encode_pair(x_ba, x_ab, training=True)  # E_a(x_ba), E_b(x_ab)
+                x_aba, x_bab = self.decode_pair(self._sample(mean_ab), self._sample(mean_ba), training=True)
+                cycle_kl = losses.kl_loss(mean_ab, w.kl_reduction) + losses.kl_loss(mean_ba, w.kl_reduction)
+                cycle = (losses.recon_loss(x_a, x_aba, w.recon_distance)
+                         + losses.recon_loss(x_b, x_bab, w.recon_distance))
+                g_loss += w.cycle_kl * cycle_kl + w.cycle_recon * cycle
+                values.update({"cycle_kl": cycle_kl, f"cycle_{w.recon_distance}": cycle})
             g_scaled = self.g_optimizer.scale_loss(g_loss / tf.cast(replicas, g_loss.dtype))
         self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
 
-        values = {"d_gan": d_gan, "g_gan": g_gan, "kl": kl, "recon_l1": recon, "cycle_kl": cycle_kl,
-                  "cycle_l1": cycle_l1, "d_loss": d_loss, "g_loss": g_loss}
+        values.update({"d_gan": d_gan, "d_loss": d_loss, "g_loss": g_loss})
         if self.unit_config.train.on_nan == "skip-step":
             # The optimizers skipped this step's update if it was non-finite; keep it out of the means too.
             finite = tf.math.is_finite(d_loss) & tf.math.is_finite(g_loss)
             weight = tf.cast(finite, tf.float32)
-            for name, value in values.items():
-                self.trackers[name].update_state(tf.where(finite, value, 0.0), sample_weight=weight)
+            for name, tracker in self.trackers.items():
+                tracker.update_state(tf.where(finite, values[name], 0.0), sample_weight=weight)
         else:
-            for name, value in values.items():  # a non-finite value shows in the mean: the guard stops the run
-                self.trackers[name].update_state(value)
+            for name, tracker in self.trackers.items():  # a non-finite value shows in the mean: the guard stops
+                tracker.update_state(values[name])
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def _adaptation_losses(self, data: dict[str, tf.Tensor], feat_a: tf.Tensor, feat_b: tf.Tensor,
+                           x_aa: tf.Tensor, x_ba: tf.Tensor, x_ab: tf.Tensor, x_bb: tf.Tensor,
+                           values: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Weighted DA terms of the D update. feat_a/feat_b: D_a/D_b trunk outputs of [real; fakes...].
+
+        Only SOURCE labels (domain A) are read; target images enter through the GAN and feature terms.
+        """
+        w = self.unit_config.loss
+        n = tf.shape(x_aa)[0]
+        total = tf.constant(0.0)
+        if w.classifier > 0:
+            logits = self.classify_features(feat_a[:n], training=True)  # D_a trunk (with dropout) on x_a
+            values["classifier"] = losses.classifier_loss(data["y_a"], logits)
+            hits = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(data["y_a"], tf.int32))
+            values["source_batch_accuracy"] = tf.reduce_mean(tf.cast(hits, tf.float32))
+            total += w.classifier * values["classifier"]
+        if w.classifier_translated > 0:
+            # Source images translated to B keep their labels: train the classifier through D_b on them.
+            logits = self.classify_features(feat_b[n:2 * n], training=True)
+            values["classifier_translated"] = losses.classifier_loss(data["y_a"], logits)
+            total += w.classifier_translated * values["classifier_translated"]
+        if w.feature > 0:
+            # Highest D features without dropout (official: a second, deterministic trunk pass):
+            # D_b(x_ab) ~ D_a(x_aa) and D_a(x_ba) ~ D_b(x_bb) — same latent code, other domain.
+            _, _, f_a, f_b = self.discriminate_pair(
+                tf.stop_gradient(tf.concat([x_aa, x_ba], 0)), tf.stop_gradient(tf.concat([x_bb, x_ab], 0)),
+                training=False, with_features=True,
+            )
+            (f_aa, f_ba), (f_bb, f_ab) = _split(f_a, n), _split(f_b, n)
+            values["feature"] = (losses.feature_loss(f_ab, f_aa, w.feature_distance)
+                                 + losses.feature_loss(f_ba, f_bb, w.feature_distance))
+            total += w.feature * values["feature"]
+        return total
 
     def _maybe_inject_nan(self, loss: tf.Tensor) -> tf.Tensor:
         """Testing hook (`train.inject_nan_step`): the GAN losses become NaN at that global step."""
@@ -321,6 +426,8 @@ def make_optimizer(cfg: OptimizerConfig, name: str) -> keras.optimizers.Optimize
 def build_model(config: UNITConfig, strategy: tf.distribute.Strategy | None = None) -> UNIT:
     """Create, build and compile the model and both optimizers inside the strategy's scope."""
     strategy = strategy or tf.distribute.get_strategy()
+    # Layers take the global dtype policy when they are created (float32 weights in every policy).
+    keras.mixed_precision.set_global_policy(PRECISIONS[config.train.precision])
     with strategy.scope():
         model = UNIT(config, name="unit")
         model.build()

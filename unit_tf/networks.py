@@ -171,23 +171,42 @@ def _digit_generator_specs(cfg: ModelConfig, out_channels: int) -> list[LayerSpe
     ]
 
 
+# Official xavier_weights_init for discriminators: Xavier-uniform with gain sqrt(2), bias 0.1.
+def _dis_initializers() -> LayerSpec:
+    init = keras.initializers.VarianceScaling(2.0, mode="fan_avg", distribution="uniform")
+    return dict(kernel_initializer=keras.initializers.serialize(init),
+                bias_initializer=keras.initializers.serialize(keras.initializers.Constant(0.1)))
+
+
+# Official CoDis32x32 (DA) dropout after each of the four conv blocks.
+DIS_DROPOUT = (0.1, 0.3, 0.5, 0.5)
+
+
 def _digit_discriminator_specs(cfg: ModelConfig) -> list[LayerSpec]:
     """Official CoDis32x32: four (5x5 conv, ReLU, 2x2 max-pool) blocks and a 2x2 real/fake logit head."""
     d = cfg.dis_ch
-    # Official xavier_weights_init: Xavier-uniform with gain sqrt(2), bias 0.1.
-    init = keras.initializers.serialize(
-        keras.initializers.VarianceScaling(2.0, mode="fan_avg", distribution="uniform")
-    )
-    bias = keras.initializers.serialize(keras.initializers.Constant(0.1))
-    block = dict(kernel_size=5, padding=2, activation="relu", pool=2, kernel_initializer=init,
-                 bias_initializer=bias)
+    drop = DIS_DROPOUT if cfg.dis_dropout else (0.0,) * 4
+    block = dict(kernel_size=5, padding=2, activation="relu", pool=2, **_dis_initializers())
     return [
-        dict(filters=d, **block),
-        dict(filters=2 * d, **block),
-        dict(filters=4 * d, **block),
-        dict(filters=8 * d, **block),
-        dict(filters=1, kernel_size=cfg.image_size // 16, kernel_initializer=init, bias_initializer=bias),
+        dict(filters=d, dropout=drop[0], **block),
+        dict(filters=2 * d, dropout=drop[1], **block),
+        dict(filters=4 * d, dropout=drop[2], **block),
+        dict(filters=8 * d, dropout=drop[3], **block),
+        dict(filters=1, kernel_size=cfg.image_size // 16, **_dis_initializers()),
     ]
+
+
+def build_classifier_head(cfg: ModelConfig) -> ConvBlock | None:
+    """The digit classifier on the shared D trunk (official `conv_cl`): one layer object for both domains."""
+    if cfg.num_classes <= 0:
+        return None
+    if cfg.shared_discriminator_layers < 2:
+        raise UserError(
+            "model.num_classes > 0 puts a classifier on the SHARED high discriminator layers: set "
+            f"model.shared_discriminator_layers >= 2 (got {cfg.shared_discriminator_layers}) or num_classes=0"
+        )
+    return ConvBlock(filters=cfg.num_classes, kernel_size=cfg.image_size // 16, name="classifier_head",
+                     **_dis_initializers())
 
 
 def build_digit_networks(cfg: ModelConfig) -> dict[str, CoupledNetwork]:

@@ -39,8 +39,18 @@ class RunDir:
         return self.root / "metrics.csv"
 
     @property
+    def accuracy_csv(self) -> Path:
+        """Classifier accuracy on both test splits during training (domain-adaptation runs)."""
+        return self.root / "accuracy.csv"
+
+    @property
     def eval(self) -> Path:
         return self.root / "eval"
+
+    @property
+    def source_only_json(self) -> Path:
+        """The source-only classifier (warm-up) of a DA run: steps, seconds, accuracies."""
+        return self.eval / "source_only.json"
 
     def read_config(self) -> UNITConfig:
         if not self.config_path.is_file():
@@ -63,7 +73,7 @@ class RunDir:
         """Delete this run's files (only what train.py writes; anything else in the folder stays)."""
         for folder in (self.checkpoints, self.logs, self.samples, self.eval):
             shutil.rmtree(folder, ignore_errors=True)
-        for path in (self.metrics_csv, self.config_path):
+        for path in (self.metrics_csv, self.accuracy_csv, self.config_path):
             path.unlink(missing_ok=True)
 
     def prepare(self, config: UNITConfig, overwrite: bool = False) -> bool:

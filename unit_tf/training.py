@@ -6,23 +6,26 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from unit_tf import adaptation
 from unit_tf.callbacks import (
     CheckpointSaver,
     DivergenceGuard,
     SampleWriter,
     StopOnSignal,
+    TimeLimit,
     TrainingLogger,
     truncate_csv,
 )
 from unit_tf.checkpoints import RunCheckpoint
 from unit_tf.config import UNITConfig
-from unit_tf.data.pipeline import load_pair, to_model_range, train_dataset
+from unit_tf.data.pipeline import DomainData, load_pair, to_model_range, train_dataset, with_inverted
 from unit_tf.distribute import make_strategy
 from unit_tf.errors import TrainingDiverged, TrainingInterrupted, UserError
 from unit_tf.model import UNIT, build_model
@@ -56,10 +59,11 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
           export_dir: str | Path | None = None, overwrite: bool = False) -> UNIT:
     """Train (or resume) the run in `output_dir` up to `config.train.steps`; returns the model.
 
-    With `export_dir`, a run that completed exports a SavedModel to `export_dir/<version>/` at the end.
-    SIGINT / SIGTERM save a checkpoint and raise TrainingInterrupted; a non-finite loss raises
-    TrainingDiverged (stop mode) with the last good checkpoint kept.
+    With `export_dir`, a run that completed (or reached train.time_limit_minutes) exports a SavedModel to
+    `export_dir/<version>/` at the end. SIGINT / SIGTERM save a checkpoint and raise TrainingInterrupted; a
+    non-finite loss raises TrainingDiverged (stop mode) with the last good checkpoint kept.
     """
+    started = time.time()
     run = RunDir(Path(output_dir))
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -70,6 +74,8 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
                         f"use a multiple of {replicas}")
     train_a, train_b = load_pair(config.data.dataset, "train", config.data.data_dir, config.model.image_size)
     test_a, test_b = load_pair(config.data.dataset, "test", config.data.data_dir, config.model.image_size)
+    train_a = with_inverted(train_a) if config.data.invert_a else train_a
+    train_b = with_inverted(train_b) if config.data.invert_b else train_b
     resuming = run.prepare(config, overwrite=overwrite)
 
     keras.utils.set_random_seed(config.train.seed)
@@ -79,6 +85,10 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
     if resuming and start:
         print(f"Resuming {run.root} from step {start}", flush=True)
     truncate_csv(run.metrics_csv, start)
+    truncate_csv(run.accuracy_csv, start)
+    adapting = model.classifier_head is not None
+    if adapting and start == 0 and config.train.classifier_warmup_steps > 0:
+        _warm_up_classifier(model, config, train_a, test_a, test_b, run, strategy, verbose)
     if start >= config.train.steps:
         print(f"{run.root} is already at step {start} >= --steps {config.train.steps}; nothing to do",
               flush=True)
@@ -88,10 +98,12 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
     guard = DivergenceGuard(config.train.on_nan)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 0
+    time_limit = TimeLimit(config.train.time_limit_minutes, start=started)
     with signal_guard() as received:
         callbacks = [
             guard,
             StopOnSignal(received),
+            time_limit,
             TrainingLogger(run.metrics_csv, writer, config.train.log_every, config.train.steps),
             SampleWriter(
                 run.samples, writer,
@@ -101,12 +113,16 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
             ),
             CheckpointSaver(checkpoint, config.train.checkpoint_every, guard),
         ]
+        if adapting:
+            callbacks.append(adaptation.AccuracyLogger(run.accuracy_csv, writer, config.train.eval_every,
+                                                       test_a, test_b))
         step = start
         try:
             # Skipped (non-finite) steps do not count, so fit again until the step count is reached.
-            while step < config.train.steps and not received and guard.diverged is None:
+            while (step < config.train.steps and not received and guard.diverged is None
+                   and not time_limit.reached):
                 dataset = train_dataset(train_a, train_b, config.data.batch_size, config.train.seed,
-                                        start_step=step)
+                                        start_step=step, source_labels=adapting)
                 model.fit(dataset, epochs=1, steps_per_epoch=config.train.steps - step, callbacks=callbacks,
                           verbose=verbose, shuffle=False)
                 step = checkpoint.step
@@ -125,11 +141,31 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
         name = signal.Signals(received[0]).name
         raise TrainingInterrupted(received[0], f"stopped by {name} at step {checkpoint.step}; checkpoint "
                                   f"{checkpoint.latest} saved. Run the same command again to resume")
+    if time_limit.reached:
+        print(f"Time limit of {config.train.time_limit_minutes:g} minutes reached at step {checkpoint.step}; "
+              f"checkpoint {checkpoint.latest} saved", flush=True)
     if export_dir is not None:
         from unit_tf.export import export_model
 
         print(f"Exported SavedModel to {export_model(model, export_dir)}", flush=True)
     return model
+
+
+def _warm_up_classifier(model: UNIT, config: UNITConfig, train_a: DomainData, test_a: DomainData,
+                        test_b: DomainData, run: RunDir, strategy: tf.distribute.Strategy, verbose: int | None) -> None:
+    """Train the source-only classifier that UNIT starts from, and record its accuracies (the DA baseline)."""
+    steps = config.train.classifier_warmup_steps
+    print(f"Source-only classifier: {steps} steps on labelled {train_a.name}", flush=True)
+    seconds = adaptation.train_source_only(model, train_a, steps, config.data.batch_size, config.train.seed,
+                                           strategy, verbose=1 if verbose else 0)
+    # Before the copy: the source classifier applied to target images as they are (channels matched).
+    result = {"steps": steps, "seconds": round(seconds, 1),
+              "source_accuracy": adaptation.accuracy(model, test_a, "a"),
+              "target_accuracy": adaptation.accuracy(model, test_b, "a"),
+              "target_path_initialized": adaptation.copy_source_path_to_target(model)}
+    adaptation.write_json(run.source_only_json, result)
+    print(f"Source-only classifier: source accuracy {result['source_accuracy']:.4f}, target accuracy "
+          f"{result['target_accuracy']:.4f} ({seconds:.0f} s)", flush=True)
 
 
 def load_trained(run_dir: str | Path) -> tuple[UNIT, UNITConfig, int]:

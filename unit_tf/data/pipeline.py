@@ -42,6 +42,22 @@ def load_pair(dataset: str, split: str, data_dir: str | None, image_size: int) -
     return domains[0], domains[1]
 
 
+def with_inverted(domain: DomainData) -> DomainData:
+    """The domain plus colour-inverted copies of its images (same labels): the paper's MNIST augmentation."""
+    return DomainData(domain.name, np.concatenate([domain.images, 255 - domain.images]),
+                      np.concatenate([domain.labels, domain.labels]))
+
+
+def match_channels(images: tf.Tensor, channels: int) -> tf.Tensor:
+    """Gray -> RGB by repetition, RGB -> gray by luminance: feed one domain's images to the other's network."""
+    have = images.shape[-1]
+    if have == channels:
+        return images
+    if have == 1:
+        return tf.repeat(images, channels, axis=-1)
+    return tf.image.rgb_to_grayscale(images)
+
+
 def to_model_range(images: tf.Tensor) -> tf.Tensor:
     """uint8 0..255 -> float32 -1..1 (the generators' tanh range)."""
     return tf.cast(images, tf.float32) / 127.5 - 1.0
@@ -52,7 +68,8 @@ def to_unit_range(images: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
 
 
-def _shuffled_batches(images: np.ndarray, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
+def _shuffled_batches(images: np.ndarray, batch_size: int, seed: int, start_step: int = 0,
+                      labels: np.ndarray | None = None) -> tf.data.Dataset:
     """Endless batches of one domain: shuffle indices (cheap), gather images (one op per batch).
 
     Epoch e is the permutation stateless_shuffle(range(n), seed=(seed, e)): a pure function of the seed and
@@ -72,19 +89,35 @@ def _shuffled_batches(images: np.ndarray, batch_size: int, seed: int, start_step
         .batch(batch_size, drop_remainder=True)
         .skip(start_step)
     )
-    return indices.map(lambda idx: to_model_range(tf.gather(table, idx)), num_parallel_calls=tf.data.AUTOTUNE)
+    if labels is None:
+        return indices.map(lambda idx: to_model_range(tf.gather(table, idx)), num_parallel_calls=tf.data.AUTOTUNE)
+    label_table = tf.constant(labels.astype(np.int32))
+    return indices.map(lambda idx: (to_model_range(tf.gather(table, idx)), tf.gather(label_table, idx)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def train_dataset(a: DomainData, b: DomainData, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
-    """Endless unpaired batches {"x_a", "x_b"} of `batch_size` images per domain (the GLOBAL batch).
+def train_dataset(a: DomainData, b: DomainData, batch_size: int, seed: int, start_step: int = 0,
+                  source_labels: bool = False) -> tf.data.Dataset:
+    """Endless unpaired batches {"x_a", "x_b"} (+ "y_a") of `batch_size` images per domain (the GLOBAL batch).
 
     Each domain has its own shuffle seed, so an image of A is never tied to an image of B. The stream is a
-    pure function of (seed, step): `start_step` resumes it where a run stopped.
+    pure function of (seed, step): `start_step` resumes it where a run stopped. With `source_labels` the
+    batches carry domain A's labels as "y_a"; domain B's labels never enter a training batch.
     """
-    ds_a = _shuffled_batches(a.images, batch_size, seed, start_step)
     ds_b = _shuffled_batches(b.images, batch_size, seed + 1_000_003, start_step)
-    ds = tf.data.Dataset.zip(ds_a, ds_b).map(lambda x_a, x_b: {"x_a": x_a, "x_b": x_b})
+    if source_labels:
+        ds_a = _shuffled_batches(a.images, batch_size, seed, start_step, labels=a.labels)
+        ds = tf.data.Dataset.zip(ds_a, ds_b).map(lambda a_xy, x_b: {"x_a": a_xy[0], "y_a": a_xy[1], "x_b": x_b})
+    else:
+        ds_a = _shuffled_batches(a.images, batch_size, seed, start_step)
+        ds = tf.data.Dataset.zip(ds_a, ds_b).map(lambda x_a, x_b: {"x_a": x_a, "x_b": x_b})
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def source_dataset(a: DomainData, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Endless labelled batches {"x_a", "y_a"} of the source domain (source-only classifier training)."""
+    ds = _shuffled_batches(a.images, batch_size, seed, labels=a.labels)
+    return ds.map(lambda x, y: {"x_a": x, "y_a": y}).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_batches(images: np.ndarray, batch_size: int) -> tf.data.Dataset:

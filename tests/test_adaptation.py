@@ -1,0 +1,161 @@
+"""Domain adaptation: the classifier on the shared D trunk, source-only labels, the benchmark end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import TINY, run_script, write_digit_dirs
+
+from unit_tf import adaptation
+from unit_tf.config import resolve_config
+from unit_tf.data.pipeline import DomainData, train_dataset
+from unit_tf.errors import UserError
+from unit_tf.model import build_model
+
+DA_TINY = {**TINY, "train.classifier_warmup_steps": 3, "train.eval_every": 2}
+
+
+def da_config(dataset: str = "mnist_usps", **overrides):
+    return resolve_config(dataset, "digits_da_small", overrides={**DA_TINY, **overrides})
+
+
+def batch(config, n: int = 8, seed: int = 0) -> dict[str, tf.Tensor]:
+    rng = np.random.default_rng(seed)
+    size, m = config.model.image_size, config.model
+    return {"x_a": tf.constant(rng.uniform(-1, 1, (n, size, size, m.channels_a)), tf.float32),
+            "y_a": tf.constant(rng.integers(0, 10, n), tf.int32),
+            "x_b": tf.constant(rng.uniform(-1, 1, (n, size, size, m.channels_b)), tf.float32)}
+
+
+def test_classifier_head_sits_on_the_trunk_both_discriminators_share():
+    model = build_model(da_config())
+    disc = model.discriminator
+    # Official CoDis32x32: only the first conv block is private; conv1-3 and the heads are shared objects.
+    assert len(disc.private_a) == len(disc.private_b) == 1 and len(disc.shared) == 4
+    x = batch(model.unit_config)["x_a"]
+    assert model.classify(x, "a").shape == (8, 10) and model.classify(x, "b").shape == (8, 10)
+    head_ids = {id(v) for v in model.classifier_head.trainable_variables}
+    assert head_ids <= {id(v) for v in model.d_variables}
+    # The head's variables exist once; D_a and D_b differ only in their private first block.
+    for layer in disc.private_b:
+        layer.set_weights([w + 0.5 for w in layer.get_weights()])
+    assert not np.allclose(model.classify(x, "a"), model.classify(x, "b"))
+    for la, lb in zip(disc.private_a, disc.private_b, strict=True):
+        lb.set_weights(la.get_weights())
+    np.testing.assert_allclose(model.classify(x, "a"), model.classify(x, "b"), rtol=1e-5, atol=1e-5)
+
+
+def test_da_settings_need_a_head_and_a_shared_trunk():
+    with pytest.raises(UserError, match="model.num_classes"):
+        resolve_config("mnist_usps", "digits", overrides={"loss.classifier": 1.0})
+    with pytest.raises(UserError, match="shared_discriminator_layers"):
+        build_model(da_config(**{"model.shared_discriminator_layers": 1}))
+
+
+@pytest.mark.parametrize("losses", ["paper", "official"])
+def test_da_train_step_reports_finite_terms(losses):
+    official = {"loss.gan": 1.0, "loss.kl": 1e-4, "loss.kl_reduction": "sum", "loss.recon": 1e-3,
+                "loss.recon_distance": "sse", "loss.cycle_kl": 0.0, "loss.cycle_recon": 0.0,
+                "loss.gan_recon_stream": True, "loss.classifier_translated": 1.0}
+    config = da_config(**(official if losses == "official" else {"train.precision": "bfloat16"}))
+    model = build_model(config)
+    out = model.train_step(batch(config))
+    assert set(out) == set(model.metric_names)
+    assert {"classifier", "feature", "source_batch_accuracy"} <= set(out)
+    assert ("cycle_sse" in out) == (losses == "paper") or ("cycle_l1" in out) == (losses == "paper")
+    assert all(np.isfinite(float(v)) for v in out.values())
+    build_model(resolve_config("mnist_usps", "digits", overrides=TINY))  # policy back to float32
+
+
+def test_source_only_training_touches_only_the_classifier_path():
+    config = da_config()
+    model = build_model(config)
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    rng = np.random.default_rng(0)
+    source = DomainData("mnist", rng.integers(0, 255, (32, 32, 32, 1), dtype=np.uint8), rng.integers(0, 10, 32))
+    adaptation.train_source_only(model, source, steps=3, batch_size=8, seed=0)
+    changed = {v.path for v in model.trainable_variables if not np.array_equal(before[v.path], v.numpy())}
+    path = {v.path for layer in model.discriminator.private_a + model.discriminator.shared[:-1]
+            + [model.classifier_head] for v in layer.trainable_variables}
+    assert changed == path
+    assert adaptation.copy_source_path_to_target(model)
+    x = batch(config)["x_b"]
+    np.testing.assert_allclose(model.classify(x, "a"), model.classify(x, "b"), rtol=1e-5, atol=1e-5)
+
+
+def test_training_batches_carry_source_labels_only():
+    rng = np.random.default_rng(0)
+    a = DomainData("mnist", rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8), np.arange(16) % 10)
+    b = DomainData("usps", rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8), np.full(16, 7))
+    element = next(iter(train_dataset(a, b, 8, seed=0, source_labels=True)))
+    assert set(element) == {"x_a", "y_a", "x_b"}
+
+
+def test_target_labels_do_not_change_training(tmp_path):
+    """Two runs that differ ONLY in the target domain's labels (train and test) end with identical weights."""
+    from unit_tf.training import train
+
+    weights = []
+    for name, scramble in (("true", False), ("scrambled", True)):
+        data_dir = write_digit_dirs(tmp_path / f"data_{name}", n_train=32, n_test=16)
+        if scramble:
+            for split in ("train", "test"):
+                path = data_dir / "usps" / f"{split}.npz"
+                with np.load(path) as f:
+                    x, y = f["x"], f["y"]
+                np.savez(path, x=x, y=(y * 7 + 3) % 10)
+        config = da_config(**{"data.data_dir": str(data_dir), "train.steps": 3, "train.deterministic": True})
+        model = train(config, tmp_path / f"run_{name}", verbose=0)
+        weights.append([(v.name, v.numpy()) for v in model.variables])  # same order in both models
+    assert len(weights[0]) == len(weights[1])
+    for (name, first), (_, second) in zip(*weights, strict=True):
+        np.testing.assert_array_equal(first, second, err_msg=name)
+    # The logged target accuracy did change: the labels were read for reporting only.
+    rows = [adaptation.read_accuracy_csv(tmp_path / f"run_{n}" / "accuracy.csv") for n in ("true", "scrambled")]
+    assert [r["source_accuracy"] for r in rows[0]] == [r["source_accuracy"] for r in rows[1]]
+
+
+def test_evaluate_and_benchmark_end_to_end(tmp_path):
+    data_dir = write_digit_dirs(tmp_path / "data", n_train=32, n_test=16)
+    sets = [a for k, v in DA_TINY.items() if k != "train.eval_every" for a in ("--set", f"{k}={v}")]
+    bench = run_script("benchmarks/domain_adaptation.py", "--pair", "usps_mnist", "--minutes", "0.05",
+                       "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run"),
+                       "--precision", "float32", *sets)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    lines = bench.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert {"pair", "preset", "minutes", "steps", "source_only_accuracy", "unit_accuracy", "hardware"} <= set(result)
+    assert result["pair"] == "usps_mnist" and result["steps"] >= 1
+    assert 0.0 <= result["unit_accuracy"] <= 1.0 and 0.0 <= result["source_only_accuracy"] <= 1.0
+
+    evaluated = run_script("evaluate.py", "--run-dir", str(tmp_path / "run"), "--data-dir", str(data_dir))
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    report = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert 0.0 <= report["target_accuracy"] <= 1.0 and 0.0 <= report["source_accuracy"] <= 1.0
+    eval_dir = tmp_path / "run" / "eval"
+    assert list(eval_dir.glob("confusion_target_test_step_*.png"))
+    assert (eval_dir / "accuracy_vs_step.png").is_file() and (eval_dir / "source_only.json").is_file()
+
+
+def test_benchmark_rejects_bad_budget():
+    result = run_script("benchmarks/domain_adaptation.py", "--pair", "mnist_usps", "--minutes", "-1")
+    assert result.returncode == 2 and "--minutes" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_has_classifier_signatures(tmp_path):
+    from unit_tf.export import export_model
+
+    config = da_config()
+    model = build_model(config)
+    target = export_model(model, tmp_path / "unit")
+    loaded = tf.saved_model.load(str(target))
+    x = (batch(config)["x_b"] + 1) / 2
+    out = loaded.signatures["classify_b"](images=x)
+    expected = tf.nn.softmax(model.classify(x * 2 - 1, "b"))
+    np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+    np.testing.assert_array_equal(out["classes"], np.argmax(expected, -1))
+    assert {"classify_a", "classify_b", "a_to_b"} <= set(loaded.signatures)

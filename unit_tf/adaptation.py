@@ -1,0 +1,182 @@
+"""Domain adaptation around the UNIT model: classifier accuracy, the source-only model, accuracy logging.
+
+The classifier is the head on the shared high layers of D (see `UNIT.classify`). Source images are
+classified through D_a, target images through D_b. Only source labels are ever used for training; target
+test labels are used to REPORT accuracy (logged while training, never used to pick a checkpoint).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from unit_tf import losses
+from unit_tf.data.pipeline import DomainData, eval_batches, match_channels, source_dataset
+from unit_tf.model import UNIT, make_optimizer
+
+
+def predict_classes(model: UNIT, images: np.ndarray, domain: str, batch_size: int = 500) -> np.ndarray:
+    """Predicted class of each uint8 image through D_domain + the classifier head (inference mode)."""
+    channels = model.unit_config.model.channels_a if domain == "a" else model.unit_config.model.channels_b
+
+    @tf.function(reduce_retracing=True)
+    def predict(x: tf.Tensor) -> tf.Tensor:
+        return tf.argmax(model.classify(match_channels(x, channels), domain), -1, output_type=tf.int32)
+
+    return np.concatenate([predict(x).numpy() for x in eval_batches(images, batch_size)])
+
+
+def accuracy(model: UNIT, data: DomainData, domain: str) -> float:
+    return float(np.mean(predict_classes(model, data.images, domain) == data.labels))
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts [true class, predicted class]."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels.astype(np.int64), predictions.astype(np.int64)), 1)
+    return matrix
+
+
+class SourceOnlyTrainer(keras.Model):
+    """Trains D_a's layers under the real/fake head plus the classifier head on labelled source images.
+
+    It holds the UNIT model's own layer objects, so training it IS initializing UNIT's classifier path
+    (official DA classifier, same input, same layers): the source-only baseline of every DA table.
+    """
+
+    def __init__(self, unit: UNIT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.unit = unit
+        disc = unit.discriminator
+        layers = disc.private_a + disc.shared[:-1] + [unit.classifier_head]  # not the real/fake head
+        self.classifier_variables = [v for layer in layers for v in layer.trainable_variables]
+        self.loss_tracker = keras.metrics.Mean(name="source_only_loss")
+        self.accuracy_tracker = keras.metrics.Mean(name="source_only_batch_accuracy")
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Source digit logits."""
+        return self.unit.classify(inputs["x_a"], "a", training=training)
+
+    def compile(self, optimizer: keras.optimizers.Optimizer, **kwargs: Any) -> None:
+        super().compile(optimizer=optimizer, **kwargs)
+        optimizer.build(self.classifier_variables)
+        self.built = True  # the UNIT model's layers are built already
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker, self.accuracy_tracker]
+
+    def train_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            logits = self.unit.classify(data["x_a"], "a", training=True)
+            loss = self.unit.unit_config.loss.classifier * losses.classifier_loss(data["y_a"], logits)
+            loss += self.unit._penalty(self.classifier_variables)
+            scaled = self.optimizer.scale_loss(loss / tf.cast(replicas, loss.dtype))
+        grads = tape.gradient(scaled, self.classifier_variables)
+        self.optimizer.apply_gradients(zip(grads, self.classifier_variables, strict=True))
+        hits = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(data["y_a"], tf.int32))
+        self.loss_tracker.update_state(loss)
+        self.accuracy_tracker.update_state(tf.reduce_mean(tf.cast(hits, tf.float32)))
+        return {m.name: m.result() for m in self.metrics}
+
+
+def copy_source_path_to_target(unit: UNIT) -> bool:
+    """Start D_b's private layers from D_a's when their shapes match (same channel count), so the target
+    path begins as the source-only classifier. Returns whether it copied."""
+    disc = unit.discriminator
+    pairs = list(zip(disc.private_a, disc.private_b, strict=True))
+    vars_a = [v for layer, _ in pairs for v in layer.variables]
+    vars_b = [v for _, layer in pairs for v in layer.variables]
+    if [v.shape for v in vars_a] != [v.shape for v in vars_b]:
+        return False
+    for src, dst in zip(vars_a, vars_b, strict=True):
+        dst.assign(src)
+    return True
+
+
+def train_source_only(unit: UNIT, train_a: DomainData, steps: int, batch_size: int, seed: int,
+                      strategy: tf.distribute.Strategy | None = None, verbose: int = 0) -> float:
+    """Train the classifier path on labelled source images for `steps`; returns the seconds it took."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        trainer = SourceOnlyTrainer(unit, name="source_only")
+        trainer.compile(optimizer=make_optimizer(unit.unit_config.optimizer, "source_only_optimizer"))
+    start = time.time()
+    trainer.fit(source_dataset(train_a, batch_size, seed), epochs=1, steps_per_epoch=steps, verbose=verbose)
+    return time.time() - start
+
+
+def evaluate_accuracies(unit: UNIT, test_a: DomainData, test_b: DomainData) -> dict[str, float]:
+    """Source test accuracy through D_a, target test accuracy through D_b."""
+    return {"source_accuracy": accuracy(unit, test_a, "a"), "target_accuracy": accuracy(unit, test_b, "b")}
+
+
+def write_json(path: Path, values: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+ACCURACY_COLUMNS = ("step", "source_accuracy", "target_accuracy")
+
+
+class AccuracyLogger(keras.callbacks.Callback):
+    """Every `every` steps and at the end: classifier accuracy on both TEST splits -> accuracy.csv, TensorBoard.
+
+    For monitoring and plots only; nothing reads these numbers back to choose a checkpoint.
+    """
+
+    def __init__(self, csv_path: Path, writer: tf.summary.SummaryWriter, every: int,
+                 test_a: DomainData, test_b: DomainData) -> None:
+        super().__init__()
+        self.csv_path = Path(csv_path)
+        self.writer = writer
+        self.every = every
+        self.test_a, self.test_b = test_a, test_b
+        self.last_logged = -1
+
+    def log(self, step: int) -> dict[str, float]:
+        values = evaluate_accuracies(self.model, self.test_a, self.test_b)
+        new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
+        with self.csv_path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(ACCURACY_COLUMNS)
+            writer.writerow([step, f"{values['source_accuracy']:.5f}", f"{values['target_accuracy']:.5f}"])
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(f"accuracy/{name}", value)
+        print(f"step {step}: source accuracy {values['source_accuracy']:.4f}, "
+              f"target accuracy {values['target_accuracy']:.4f}", flush=True)
+        self.last_logged = step
+        return values
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = int(self.model.g_optimizer.iterations.numpy())
+        if self.every and step % self.every == 0:
+            self.log(step)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        step = int(self.model.g_optimizer.iterations.numpy())
+        if step != self.last_logged:
+            self.log(step)
+
+
+def read_accuracy_csv(path: Path) -> list[dict[str, float]]:
+    if not Path(path).is_file():
+        return []
+    with Path(path).open(newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
