@@ -159,3 +159,21 @@ def test_export_has_classifier_signatures(tmp_path):
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
     np.testing.assert_array_equal(out["classes"], np.argmax(expected, -1))
     assert {"classify_a", "classify_b", "a_to_b"} <= set(loaded.signatures)
+
+
+def test_svhn_mnist_adaptation_runs_on_tfds_mock_data(tmp_path, monkeypatch):
+    """The SVHN -> MNIST pipeline end to end from TFDS (mocked: no download), with the default DA preset."""
+    import tensorflow_datasets as tfds
+
+    from unit_tf.data import digits
+    from unit_tf.training import train
+
+    monkeypatch.setattr(digits, "network_reachable", lambda host, timeout=3.0: True)
+    config = resolve_config("svhn_mnist", None, overrides={**DA_TINY, "train.steps": 2})
+    assert config.preset == "digits_da" and config.data.invert_b and config.model.channels_a == 3
+    with tfds.testing.mock_data(num_examples=16):
+        model = train(config, tmp_path / "run", verbose=0)
+    assert int(model.g_optimizer.iterations.numpy()) == 2
+    baseline = adaptation.read_json(tmp_path / "run" / "eval" / "source_only.json")
+    assert baseline["target_path_initialized"] is False  # RGB source, gray target: D_b's first block differs
+    assert len(adaptation.read_accuracy_csv(tmp_path / "run" / "accuracy.csv")) == 1
