@@ -102,15 +102,25 @@ def copy_source_path_to_target(unit: UNIT) -> bool:
     return True
 
 
-def train_source_only(unit: UNIT, train_a: DomainData, steps: int, batch_size: int, seed: int,
-                      strategy: tf.distribute.Strategy | None = None, verbose: int = 0) -> float:
-    """Train the classifier path on labelled source images for `steps`; returns the seconds it took."""
+def make_source_only_trainer(unit: UNIT, strategy: tf.distribute.Strategy | None = None) -> SourceOnlyTrainer:
+    """A compiled SourceOnlyTrainer on `unit`'s layers, with its own optimizer (the config's settings)."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         trainer = SourceOnlyTrainer(unit, name="source_only")
         trainer.compile(optimizer=make_optimizer(unit.unit_config.optimizer, "source_only_optimizer"))
+    return trainer
+
+
+def train_source_only(unit: UNIT, train_a: DomainData, steps: int, batch_size: int, seed: int,
+                      strategy: tf.distribute.Strategy | None = None, verbose: int = 0,
+                      trainer: SourceOnlyTrainer | None = None) -> float:
+    """Train the classifier path on labelled source images for `steps`; returns the seconds it took.
+
+    Pass the same `trainer` again to continue (its optimizer state included)."""
+    trainer = trainer or make_source_only_trainer(unit, strategy)
     start = time.time()
-    trainer.fit(source_dataset(train_a, batch_size, seed), epochs=1, steps_per_epoch=steps, verbose=verbose)
+    trainer.fit(source_dataset(train_a, batch_size, seed), epochs=1, steps_per_epoch=steps, verbose=verbose,
+                shuffle=False)
     return time.time() - start
 
 

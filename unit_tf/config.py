@@ -65,6 +65,10 @@ class LossConfig:
     # E/G update: D_b's classifier must read each translation x_ab as its source label (keeps the digit's
     # identity through translation; CyCADA's semantic consistency on UNIT's own classifier).
     semantic: float = 0.0
+    # classifier_translated grows linearly from 0 to its weight over this many steps: early translations are
+    # noise, and learning labels on them would undo D_b's source-only initialization (semantic starts at once:
+    # that initialization is what keeps early translations from collapsing to one digit).
+    translated_rampup_steps: int = 0
 
 
 @dataclass
@@ -173,8 +177,9 @@ DA_SETTINGS: dict[str, Any] = {
     "loss.cycle_recon": 0.0,
     "loss.classifier": 10.0,
     "loss.classifier_translated": 10.0,
+    "loss.translated_rampup_steps": 1000,
     "loss.feature": 1e-4,
-    "loss.semantic": 1.0,
+    "loss.semantic": 10.0,
     "train.classifier_warmup_steps": 1000,
 }
 
@@ -392,8 +397,12 @@ def validate(config: UNITConfig) -> None:
     for key, value in da_terms.items():
         if value > 0 and config.model.num_classes <= 0:
             raise UserError(f"{key} needs a classifier head: set model.num_classes (10 for digits) or {key}=0")
-    if config.model.num_classes < 0 or config.train.classifier_warmup_steps < 0 or config.train.eval_every < 0:
-        raise UserError("model.num_classes, train.classifier_warmup_steps and train.eval_every must be >= 0")
+    counts = {"model.num_classes": config.model.num_classes, "train.eval_every": config.train.eval_every,
+              "train.classifier_warmup_steps": config.train.classifier_warmup_steps,
+              "loss.translated_rampup_steps": config.loss.translated_rampup_steps}
+    for key, value in counts.items():
+        if value < 0:
+            raise UserError(f"{key} must be >= 0, got {value}")
     if not 0.0 <= config.train.time_limit_minutes < float("inf"):
         raise UserError(f"train.time_limit_minutes must be >= 0, got {config.train.time_limit_minutes}")
     if config.train.precision not in PRECISIONS:

@@ -320,6 +320,14 @@ class UNIT(keras.Model):
                 tracker.update_state(values[name])
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
+    def _translated_ramp(self) -> tf.Tensor:
+        """0 -> 1 over loss.translated_rampup_steps: D_b learns labels from translations once they are digits."""
+        ramp = self.unit_config.loss.translated_rampup_steps
+        if ramp <= 0:
+            return tf.constant(1.0)
+        step = tf.cast(self.g_optimizer.iterations, tf.float32)
+        return tf.minimum(step / float(ramp), 1.0)
+
     def _adaptation_losses(self, data: dict[str, tf.Tensor], feat_a: tf.Tensor, feat_b: tf.Tensor,
                            x_aa: tf.Tensor, x_ba: tf.Tensor, x_ab: tf.Tensor, x_bb: tf.Tensor,
                            values: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -340,7 +348,7 @@ class UNIT(keras.Model):
             # Source images translated to B keep their labels: train the classifier through D_b on them.
             logits = self.classify_features(feat_b[n:2 * n], training=True)
             values["classifier_translated"] = losses.classifier_loss(data["y_a"], logits)
-            total += w.classifier_translated * values["classifier_translated"]
+            total += w.classifier_translated * self._translated_ramp() * values["classifier_translated"]
         if w.feature > 0:
             # Highest D features without dropout (official: a second, deterministic trunk pass):
             # D_b(x_ab) ~ D_a(x_aa) and D_a(x_ba) ~ D_b(x_bb) — same latent code, other domain.
