@@ -50,7 +50,13 @@ def test_run_directory_holds_every_artifact(trained_run):
     assert _steps(trained_run / "metrics.csv") == [2, 4, 6]  # resumed run continued the same file
     with open(trained_run / "metrics.csv", newline="") as f:
         header = next(csv.reader(f))
-    assert {"g_gan", "d_gan", "kl", "recon_l1", "cycle_kl", "cycle_l1"} <= set(header)
+    # The digit pairs default to the domain-adaptation preset: its terms, and no cycle term (weight 0).
+    assert {"g_gan", "d_gan", "kl", "recon_l1", "classifier", "classifier_translated", "feature", "semantic",
+            "d_loss", "g_loss"} <= set(header)
+    assert not {"cycle_kl", "cycle_l1"} & set(header)
+    assert config.preset == "digits_da" and (trained_run / "eval" / "source_only.json").is_file()
+    accuracy_rows = (trained_run / "accuracy.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in accuracy_rows] == ["step", "4", "6"]
 
 
 def test_each_training_invocation_exports_a_new_version(trained_run):
@@ -85,9 +91,10 @@ def test_evaluate_prints_json_last(trained_run, data_dir):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["step"] == 6
-    for key in ("recon_l1_a", "recon_l1_b", "cycle_l1_a", "cycle_l1_b"):
+    for key in ("recon_l1_a", "recon_l1_b", "cycle_l1_a", "cycle_l1_b", "source_accuracy", "target_accuracy"):
         assert 0.0 <= report[key] <= 1.0
     assert (trained_run / "eval" / "translations_test_step_6.png").is_file()
+    assert (trained_run / "eval" / "confusion_target_test_step_6.png").is_file()
 
 
 def test_same_directory_with_other_settings_is_refused(trained_run, data_dir):
