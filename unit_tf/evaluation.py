@@ -27,7 +27,7 @@ def domain_errors(model: UNIT, images: np.ndarray, source: str, batch_size: int 
         recon = model.decode(mean, source)
         cycle = model.translate(model.decode(mean, other), other, source)
         # Images are in [-1, 1]: half the absolute difference is the error in [0, 1] units.
-        per_image = lambda y: tf.reduce_mean(tf.abs(x - y), axis=[1, 2, 3]) / 2.0  # noqa: E731
+        per_image = lambda y: tf.reduce_mean(tf.abs(x - tf.cast(y, x.dtype)), axis=[1, 2, 3]) / 2.0  # noqa: E731
         return per_image(recon), per_image(cycle)
 
     recon_sum = cycle_sum = 0.0
