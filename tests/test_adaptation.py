@@ -65,7 +65,8 @@ def test_da_train_step_reports_finite_terms(losses):
     out = model.train_step(batch(config))
     assert set(out) == set(model.metric_names)
     assert {"classifier", "feature", "source_batch_accuracy"} <= set(out)
-    assert ("cycle_sse" in out) == (losses == "paper") or ("cycle_l1" in out) == (losses == "paper")
+    assert ("recon_sse" if losses == "official" else "recon_l1") in out
+    assert not any(name.startswith("cycle") for name in out)  # DA presets: cycle weights 0, not computed
     assert all(np.isfinite(float(v)) for v in out.values())
     build_model(resolve_config("mnist_usps", "digits", overrides=TINY))  # policy back to float32
 
