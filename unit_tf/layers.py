@@ -93,7 +93,10 @@ class ConvBlock(keras.layers.Layer):
             else None
         )
         self.pooling = keras.layers.MaxPooling2D(pool, name="pool") if pool > 1 else None
-        self.dropout_layer = keras.layers.Dropout(dropout, name="dropout") if dropout > 0 else None
+        # Dropout with a SeedGenerator named after this block: its state variable has the same path in every
+        # model built in the process (keras.layers.Dropout's generator is numbered globally), so checkpoints,
+        # which key variables by path, restore into a second model of the same process.
+        self.dropout_seed = keras.random.SeedGenerator(name=f"{self.name}_dropout") if dropout > 0 else None
 
     def build(self, input_shape: tuple) -> None:
         shape = tuple(input_shape)
@@ -126,8 +129,8 @@ class ConvBlock(keras.layers.Layer):
             x = tf.tanh(x)
         if self.pooling is not None:
             x = self.pooling(x)
-        if self.dropout_layer is not None:
-            x = self.dropout_layer(x, training=training)
+        if self.dropout_seed is not None and training:
+            x = keras.random.dropout(x, self.dropout, seed=self.dropout_seed)
         return x
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
