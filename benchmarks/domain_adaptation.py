@@ -75,7 +75,7 @@ def hardware() -> tuple[str, bool]:
     if gpus:
         names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
         return f"{len(gpus)}x {names[0]}", True
-    return f"{cpu_name()}, {os.cpu_count()} cores, no GPU", False
+    return f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores, no GPU", False
 
 
 def summarize(run_dir: Path, budget_minutes: float) -> dict[str, Any]:
