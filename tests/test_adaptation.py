@@ -87,6 +87,16 @@ def test_source_only_training_touches_only_the_classifier_path():
     np.testing.assert_allclose(model.classify(x, "a"), model.classify(x, "b"), rtol=1e-5, atol=1e-5)
 
 
+def test_repeated_evaluation_reuses_one_traced_predictor():
+    model = build_model(da_config())
+    rng = np.random.default_rng(0)
+    data = DomainData("usps", rng.integers(0, 255, (12, 32, 32, 1), dtype=np.uint8), rng.integers(0, 10, 12))
+    first = adaptation.accuracy(model, data, "b")
+    predictor = adaptation._predictor(model, "b")
+    assert adaptation.accuracy(model, data, "b") == first
+    assert adaptation._predictor(model, "b") is predictor and predictor.experimental_get_tracing_count() == 1
+
+
 def test_training_batches_carry_source_labels_only():
     rng = np.random.default_rng(0)
     a = DomainData("mnist", rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8), np.arange(16) % 10)

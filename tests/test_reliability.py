@@ -173,3 +173,15 @@ def test_a_half_written_checkpoint_is_ignored(tmp_path, data_dir):
 
 def test_divergence_error_type():
     assert TrainingDiverged("x").exit_code == 3 and UserError("x").exit_code == 2
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from unit_tf.files import atomic_path, write_text
+
+    path = write_text(tmp_path / "config.json", "old\n")
+    with pytest.raises(OSError), atomic_path(path) as tmp:
+        tmp.write_text("half a ne")
+        raise OSError("disk full")
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    write_text(path, "new\n")
+    assert path.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]

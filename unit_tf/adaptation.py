@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +21,31 @@ import tensorflow as tf
 
 from unit_tf import losses
 from unit_tf.data.pipeline import DomainData, eval_batches, match_channels, source_dataset
+from unit_tf.files import write_text
 from unit_tf.model import UNIT, make_optimizer
+
+# One traced predictor per (model, domain), kept while the model lives: evaluating every few hundred steps
+# must not retrace. The closure holds the model weakly, so the cache never keeps a model alive.
+_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _predictor(model: UNIT, domain: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    per_model = _PREDICTORS.setdefault(model, {})
+    if domain not in per_model:
+        channels = model.unit_config.model.channels_a if domain == "a" else model.unit_config.model.channels_b
+        ref = weakref.ref(model)
+
+        @tf.function(reduce_retracing=True)
+        def predict(x: tf.Tensor) -> tf.Tensor:
+            return tf.argmax(ref().classify(match_channels(x, channels), domain), -1, output_type=tf.int32)
+
+        per_model[domain] = predict
+    return per_model[domain]
 
 
 def predict_classes(model: UNIT, images: np.ndarray, domain: str, batch_size: int = 500) -> np.ndarray:
     """Predicted class of each uint8 image through D_domain + the classifier head (inference mode)."""
-    channels = model.unit_config.model.channels_a if domain == "a" else model.unit_config.model.channels_b
-
-    @tf.function(reduce_retracing=True)
-    def predict(x: tf.Tensor) -> tf.Tensor:
-        return tf.argmax(model.classify(match_channels(x, channels), domain), -1, output_type=tf.int32)
-
+    predict = _predictor(model, domain)
     return np.concatenate([predict(x).numpy() for x in eval_batches(images, batch_size)])
 
 
@@ -78,7 +94,7 @@ class SourceOnlyTrainer(keras.Model):
         with tf.GradientTape() as tape:
             logits = self.unit.classify(data["x_a"], "a", training=True)
             loss = self.unit.unit_config.loss.classifier * losses.classifier_loss(data["y_a"], logits)
-            loss += self.unit._penalty(self.classifier_variables)
+            loss += self.unit.weight_penalty(self.classifier_variables)
             scaled = self.optimizer.scale_loss(loss / tf.cast(replicas, loss.dtype))
         grads = tape.gradient(scaled, self.classifier_variables)
         self.optimizer.apply_gradients(zip(grads, self.classifier_variables, strict=True))
@@ -130,10 +146,7 @@ def evaluate_accuracies(unit: UNIT, test_a: DomainData, test_b: DomainData) -> d
 
 
 def write_json(path: Path, values: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:

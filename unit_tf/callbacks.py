@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from unit_tf.checkpoints import RunCheckpoint
+from unit_tf.files import atomic_path
 from unit_tf.images import GRID_ROWS, make_grid, write_png
 
 CSV_PREFIX = ("step", "wall_time", "steps_per_sec")  # then the model's metric_names
@@ -29,7 +30,7 @@ def truncate_csv(path: Path, last_step: int) -> None:
         rows = list(csv.reader(f))
     kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= last_step]
     if len(kept) != len(rows):
-        with path.open("w", newline="") as f:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
             csv.writer(f).writerows(kept)
 
 

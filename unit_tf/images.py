@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from unit_tf.files import write_bytes
+
 #: Rows of a sample grid: for each domain the input, its reconstruction, translation and cycle.
 GRID_ROWS = ("x_a", "x_aa", "x_ab", "x_aba", "x_b", "x_bb", "x_ba", "x_bab")
 
@@ -34,9 +36,4 @@ def make_grid(rows: Sequence[tf.Tensor | np.ndarray], pad: int = 2) -> np.ndarra
 
 def write_png(image: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 H x W x 3 image; the file appears complete or not at all (write, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".png.tmp")
-    tmp.write_bytes(tf.io.encode_png(image).numpy())
-    tmp.replace(path)
-    return path
+    return write_bytes(path, tf.io.encode_png(image).numpy())

@@ -225,7 +225,9 @@ class UNIT(keras.Model):
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
 
-    def _penalty(self, variables: list) -> tf.Tensor | float:
+    def weight_penalty(self, variables: list) -> tf.Tensor | float:
+        """The L2 weight-decay term (official code: Adam weight_decay, an L2 added to the loss) for `variables`;
+        0 when the config decays decoupled (AdamW) or not at all."""
         opt = self.unit_config.optimizer
         if opt.weight_decay > 0 and opt.weight_decay_mode == "l2":
             return opt.weight_decay * losses.l2_penalty(variables)
@@ -270,7 +272,7 @@ class UNIT(keras.Model):
                 logits_b[:n], logits_b[n:]
             )
             d_gan = self._maybe_inject_nan(d_gan)
-            d_loss = w.gan * d_gan + self._penalty(self.d_variables)
+            d_loss = w.gan * d_gan + self.weight_penalty(self.d_variables)
             if self.classifier_head is not None:
                 d_loss += self._adaptation_losses(data, feat_a, feat_b, x_aa, x_ba, x_ab, x_bb, values)
             # scale_loss: identity for plain optimizers; the LossScaleOptimizer (see make_optimizer) multiplies
@@ -289,7 +291,7 @@ class UNIT(keras.Model):
             kl = losses.kl_loss(mean_a, w.kl_reduction) + losses.kl_loss(mean_b, w.kl_reduction)
             recon = (losses.recon_loss(x_a, x_aa, w.recon_distance)
                      + losses.recon_loss(x_b, x_bb, w.recon_distance))
-            g_loss = w.gan * g_gan + w.kl * kl + w.recon * recon + self._penalty(self.g_variables)
+            g_loss = w.gan * g_gan + w.kl * kl + w.recon * recon + self.weight_penalty(self.g_variables)
             values.update({"g_gan": g_gan, "kl": kl, f"recon_{w.recon_distance}": recon})
             if w.semantic > 0:
                 # Translations keep their digit: D_b's classifier must read x_ab as the source label.

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unit_tf.files import atomic_path
+
 
 def _pyplot():  # noqa: ANN202 - matplotlib's module
     import matplotlib
@@ -18,10 +20,8 @@ def _pyplot():  # noqa: ANN202 - matplotlib's module
 
 
 def _save(fig, path: Path) -> Path:  # noqa: ANN001
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
     _pyplot().close(fig)
     return path
 

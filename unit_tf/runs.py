@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from unit_tf.config import UNITConfig, defining_differences
 from unit_tf.errors import UserError
+from unit_tf.files import write_text
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,7 @@ class RunDir:
 
     def write_config(self, config: UNITConfig) -> None:
         """Write config.json atomically (temporary file, then rename)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.config_path.with_suffix(".json.tmp")
-        tmp.write_text(config.to_json() + "\n")
-        os.replace(tmp, self.config_path)
+        write_text(self.config_path, config.to_json() + "\n")
 
     def clear(self) -> None:
         """Delete this run's files (only what train.py writes; anything else in the folder stays)."""
