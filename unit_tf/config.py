@@ -179,6 +179,9 @@ DA_SETTINGS: dict[str, Any] = {
     "loss.classifier_translated": 10.0,
     "loss.translated_rampup_steps": 1000,
     "loss.feature": 1e-4,
+    # The paper's L1 (per-image sum of |.|): USPS->MNIST 87.7 % vs 85.8 % with the official squared distance
+    # in two otherwise identical 30-minute single-core runs (README "How the recipe was chosen").
+    "loss.feature_distance": "l1",
     "loss.semantic": 10.0,
     "train.classifier_warmup_steps": 1000,
 }
@@ -191,6 +194,7 @@ OFFICIAL_DA_LOSSES: dict[str, Any] = {
     "loss.recon": 1e-3,
     "loss.recon_distance": "sse",
     "loss.gan_recon_stream": True,
+    "loss.feature_distance": "l2",
 }
 
 # Presets: named sets of overrides of the dataclass defaults.
