@@ -25,7 +25,8 @@ from unit_tf.files import write_text
 from unit_tf.model import UNIT, make_optimizer
 
 # One traced predictor per (model, domain), kept while the model lives: evaluating every few hundred steps
-# must not retrace. The closure holds the model weakly, so the cache never keeps a model alive.
+# must not retrace. The closure holds the model weakly, so the cache never keeps a model alive. No
+# reduce_retracing: a relaxed (unknown) channel count would skip match_channels (target images through D_a).
 _PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -35,7 +36,7 @@ def _predictor(model: UNIT, domain: str) -> Callable[[tf.Tensor], tf.Tensor]:
         channels = model.unit_config.model.channels_a if domain == "a" else model.unit_config.model.channels_b
         ref = weakref.ref(model)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function
         def predict(x: tf.Tensor) -> tf.Tensor:
             return tf.argmax(ref().classify(match_channels(x, channels), domain), -1, output_type=tf.int32)
 
