@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from unit_tf import losses
 from unit_tf.data.pipeline import DomainData, eval_batches, match_channels, source_dataset
+from unit_tf.distribute import MultiWorkerFit, fit_outputs
 from unit_tf.files import write_text
 from unit_tf.model import UNIT, make_optimizer
 
@@ -61,7 +62,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     return matrix
 
 
-class SourceOnlyTrainer(keras.Model):
+class SourceOnlyTrainer(MultiWorkerFit, keras.Model):
     """Trains D_a's layers under the real/fake head plus the classifier head on labelled source images.
 
     It holds the UNIT model's own layer objects, so training it IS initializing UNIT's classifier path
@@ -102,7 +103,7 @@ class SourceOnlyTrainer(keras.Model):
         hits = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(data["y_a"], tf.int32))
         self.loss_tracker.update_state(loss)
         self.accuracy_tracker.update_state(tf.reduce_mean(tf.cast(hits, tf.float32)))
-        return {m.name: m.result() for m in self.metrics}
+        return fit_outputs({m.name: m.result() for m in self.metrics})
 
 
 def copy_source_path_to_target(unit: UNIT) -> bool:

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from unit_tf.checkpoints import RunCheckpoint
+from unit_tf.distribute import any_worker
 from unit_tf.files import atomic_path
 from unit_tf.images import GRID_ROWS, make_grid, write_png
 
@@ -165,29 +166,30 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
-class StopOnSignal(keras.callbacks.Callback):
-    """Ends training after the current step once SIGINT / SIGTERM was received (see training.signal_guard)."""
+class StopRequests(keras.callbacks.Callback):
+    """Ends training after the current step on SIGINT / SIGTERM (`received`, see training.signal_guard) or
+    once `minutes` of wall-clock time have passed since `start` (0: no limit).
 
-    def __init__(self, received: list[int]) -> None:
+    Under multi-worker training the workers agree after every step (one small collective): a signal or a
+    deadline on any worker stops all of them at the same step, so none is left waiting for the others.
+    """
+
+    def __init__(self, received: list[int], minutes: float, start: float | None = None,
+                 strategy: tf.distribute.Strategy | None = None) -> None:
         super().__init__()
         self.received = received
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.received:
-            self.model.stop_training = True
-
-
-class TimeLimit(keras.callbacks.Callback):
-    """Ends training after the current step once `minutes` of wall-clock time have passed since `start`."""
-
-    def __init__(self, minutes: float, start: float | None = None) -> None:
-        super().__init__()
         self.deadline = (start or time.time()) + 60.0 * minutes if minutes > 0 else None
-        self.reached = False
+        self.strategy = strategy
+        self.signalled = False  # a signal arrived here or on another worker
+        self.time_reached = False
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.deadline is not None and time.time() >= self.deadline:
-            self.reached = True
+        signalled = bool(self.received)
+        late = self.deadline is not None and time.time() >= self.deadline
+        if self.strategy is not None:
+            signalled, late = any_worker(self.strategy, [signalled, late])
+        self.signalled, self.time_reached = signalled, late
+        if signalled or late:
             self.model.stop_training = True
 
 

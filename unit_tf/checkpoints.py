@@ -16,8 +16,12 @@ class RunCheckpoint:
     leaves the previous checkpoint as the latest one.
     """
 
-    def __init__(self, model: tf.keras.Model, directory: str | Path, keep: int = 3) -> None:
+    def __init__(self, model: tf.keras.Model, directory: str | Path, keep: int = 3,
+                 restore_from: str | Path | None = None) -> None:
+        """`restore_from`: read the latest checkpoint there instead of in `directory` (a multi-worker
+        non-chief writes to a private folder but resumes from the chief's checkpoints)."""
         self.model = model
+        self.restore_from = str(restore_from or directory)
         # Every model variable by its Keras path — weights, batch-norm moving statistics and the latent-noise
         # SeedGenerator state. (Keras 3 keeps layer lists in its own tracker, which TF's object-graph
         # checkpoint does not follow, so the variables are listed explicitly.)
@@ -39,7 +43,7 @@ class RunCheckpoint:
 
     def restore_latest(self, weights_only: bool = False) -> int | None:
         """Restore the newest checkpoint; returns its step, or None if there is none."""
-        path = self.manager.latest_checkpoint
+        path = tf.train.latest_checkpoint(self.restore_from)
         if path is None:
             return None
         try:

@@ -100,7 +100,7 @@ class DataConfig:
 class TrainConfig:
     steps: int = 30000
     seed: int = 0
-    strategy: str = "auto"  # auto | one_device | mirrored
+    strategy: str = "auto"  # auto | one_device | mirrored | multi_worker (TF_CONFIG)
     log_every: int = 50
     checkpoint_every: int = 1000
     sample_every: int = 1000
@@ -417,9 +417,9 @@ def validate(config: UNITConfig) -> None:
         raise UserError(f"train.on_nan must be 'stop' or 'skip-step', got '{config.train.on_nan}'")
     if config.train.inject_nan_step < 0:
         raise UserError("train.inject_nan_step must be >= 0")
-    if config.train.strategy not in ("auto", "one_device", "mirrored"):
+    if config.train.strategy not in ("auto", "one_device", "mirrored", "multi_worker"):
         raise UserError(
-            f"unknown strategy '{config.train.strategy}'; choose auto, one_device or mirrored"
+            f"unknown strategy '{config.train.strategy}'; choose auto, one_device, mirrored or multi_worker"
         )
 
 

@@ -17,6 +17,15 @@ def _same_padding_matches(kernel_size: int, strides: int, padding: int, transpos
     return strides == 1 and kernel_size % 2 == 1 and padding == (kernel_size - 1) // 2
 
 
+def replica_seed(generator: keras.random.SeedGenerator) -> tf.Tensor:
+    """The generator's next stateless seed with the replica id folded in, so that replicas draw independent
+    randomness (latent noise, dropout masks) for their shards of the batch; one replica: the seed itself."""
+    seed = generator.next()
+    context = tf.distribute.get_replica_context()
+    replica = context.replica_id_in_sync_group if context is not None else 0
+    return seed + tf.cast(tf.stack([0, replica]), seed.dtype)
+
+
 @keras.saving.register_keras_serializable(PACKAGE)
 class ConvBlock(keras.layers.Layer):
     """Conv (or transposed conv) -> optional norm -> activation -> optional max-pool -> optional dropout.
@@ -130,7 +139,8 @@ class ConvBlock(keras.layers.Layer):
         if self.pooling is not None:
             x = self.pooling(x)
         if self.dropout_seed is not None and training:
-            x = keras.random.dropout(x, self.dropout, seed=self.dropout_seed)
+            keep = tf.random.stateless_uniform(tf.shape(x), replica_seed(self.dropout_seed)) >= self.dropout
+            x = tf.where(keep, x / tf.cast(1.0 - self.dropout, x.dtype), tf.zeros_like(x))
         return x
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:

@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from unit_tf import losses
 from unit_tf.config import PRECISIONS, OptimizerConfig, UNITConfig
-from unit_tf.layers import PACKAGE, CoordinateChannels
+from unit_tf.distribute import MultiWorkerFit, fit_outputs
+from unit_tf.layers import PACKAGE, CoordinateChannels, replica_seed
 from unit_tf.networks import build_classifier_head, build_networks
 
 #: Every loss term reported each step (paper losses): the unweighted terms, then the weighted totals.
@@ -45,7 +46,7 @@ def _split(x: tf.Tensor, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class UNIT(keras.Model):
+class UNIT(MultiWorkerFit, keras.Model):
     """Six networks (E1, E2, G1, G2, D1, D2) as three `CoupledNetwork`s, trained by `fit`.
 
     `call({"x_a", "x_b"})` translates with the latent means: {"a_to_b", "b_to_a"}.
@@ -209,11 +210,8 @@ class UNIT(keras.Model):
         The seed comes from the model's SeedGenerator (checkpointed); the replica id is folded in so that
         replicas draw independent noise for their shards of the batch.
         """
-        seed = self.seed_generator.next()
-        context = tf.distribute.get_replica_context()
-        replica = context.replica_id_in_sync_group if context is not None else 0
-        seed = seed + tf.cast(tf.stack([0, replica]), seed.dtype)
-        return self.unit_config.model.latent_noise_std * tf.random.stateless_normal(shape, seed=seed)
+        return self.unit_config.model.latent_noise_std * tf.random.stateless_normal(
+            shape, seed=replica_seed(self.seed_generator))
 
     def _sample(self, mean: tf.Tensor) -> tf.Tensor:
         if self.unit_config.model.latent_noise_std == 0:
@@ -320,7 +318,7 @@ class UNIT(keras.Model):
         else:
             for name, tracker in self.trackers.items():  # a non-finite value shows in the mean: the guard stops
                 tracker.update_state(values[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return fit_outputs({name: tracker.result() for name, tracker in self.trackers.items()})
 
     def _translated_ramp(self) -> tf.Tensor:
         """0 -> 1 over loss.translated_rampup_steps: D_b learns labels from translations once they are digits."""

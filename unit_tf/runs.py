@@ -80,12 +80,23 @@ class RunDir:
         cadences, strategy and data location may differ; anything else is another run and is refused,
         unless `overwrite` (then the old run's files are deleted first).
         """
-        if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"--output-dir {self.root} is a file; choose a directory")
+        self.check(config, overwrite)
         if overwrite and self.config_path.is_file():
             self.clear()
         existing = self.config_path.is_file()
-        if existing:
+        for folder in (self.root, self.checkpoints, self.logs, self.samples):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.write_config(config)
+        return existing
+
+    def check(self, config: UNITConfig, overwrite: bool = False) -> None:
+        """The refusals of `prepare`, reading only (multi-worker: every worker checks, only the chief writes,
+        so all of them stop with the same error instead of waiting for a chief that failed)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--output-dir {self.root} is a file; choose a directory")
+        if overwrite and self.config_path.is_file():
+            return
+        if self.config_path.is_file():
             old = self.read_config()
             diffs = defining_differences(old, config)
             if diffs:
@@ -97,7 +108,3 @@ class RunDir:
         elif self.root.is_dir() and any(self.root.iterdir()):
             raise UserError(f"--output-dir {self.root} is not empty and is not a run directory; choose "
                             "an empty or new directory")
-        for folder in (self.root, self.checkpoints, self.logs, self.samples):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.write_config(config)
-        return existing

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,15 +20,14 @@ from unit_tf.callbacks import (
     CheckpointSaver,
     DivergenceGuard,
     SampleWriter,
-    StopOnSignal,
-    TimeLimit,
+    StopRequests,
     TrainingLogger,
     truncate_csv,
 )
 from unit_tf.checkpoints import RunCheckpoint
 from unit_tf.config import UNITConfig
 from unit_tf.data.pipeline import DomainData, load_pair, to_model_range, train_dataset, with_inverted
-from unit_tf.distribute import make_strategy
+from unit_tf.distribute import barrier, is_chief, make_strategy, worker_count
 from unit_tf.errors import TrainingDiverged, TrainingInterrupted, UserError
 from unit_tf.model import UNIT, build_model
 from unit_tf.runs import RunDir
@@ -64,7 +65,6 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
     non-finite loss raises TrainingDiverged (stop mode) with the last good checkpoint kept.
     """
     started = time.time()
-    run = RunDir(Path(output_dir))
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(config.train.strategy)
@@ -72,25 +72,50 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
     if config.data.batch_size % replicas:
         raise UserError(f"--batch-size {config.data.batch_size} is not divisible by the {replicas} replicas; "
                         f"use a multiple of {replicas}")
+    shared = RunDir(Path(output_dir))  # the run directory; only the chief writes it
+    chief = is_chief(strategy)
+    # Other workers write the same files to a private folder, deleted at the end (TF multi-worker guide).
+    run = shared if chief else RunDir(Path(tempfile.mkdtemp(prefix="unit_tf_worker_")))
+    try:
+        return _train(config, strategy, shared, run, started, verbose, export_dir, overwrite)
+    finally:
+        if not chief:
+            shutil.rmtree(run.root, ignore_errors=True)
+
+
+def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir, run: RunDir, started: float,
+           verbose: int | None, export_dir: str | Path | None, overwrite: bool) -> UNIT:
+    """`train` on this worker: `run` is where it writes (the run directory on the chief), `shared` the run
+    directory it resumes from."""
+    chief = run is shared
     train_a, train_b = load_pair(config.data.dataset, "train", config.data.data_dir, config.model.image_size)
     test_a, test_b = load_pair(config.data.dataset, "test", config.data.data_dir, config.model.image_size)
     train_a = with_inverted(train_a) if config.data.invert_a else train_a
     train_b = with_inverted(train_b) if config.data.invert_b else train_b
-    resuming = run.prepare(config, overwrite=overwrite)
+    # Every worker checks the run directory before the chief writes to it, so a refusal stops them all.
+    shared.check(config, overwrite=overwrite)
+    resuming = shared.config_path.is_file() and not overwrite
+    barrier(strategy)
+    if chief:
+        resuming = run.prepare(config, overwrite=overwrite)
+    else:
+        run.prepare(config)
+    barrier(strategy)  # the chief's directory is ready (and cleared with overwrite) before anyone restores
 
     keras.utils.set_random_seed(config.train.seed)
     model = build_model(config, strategy)
-    checkpoint = RunCheckpoint(model, run.checkpoints, keep=config.train.keep_checkpoints)
+    checkpoint = RunCheckpoint(model, run.checkpoints, keep=config.train.keep_checkpoints,
+                               restore_from=shared.checkpoints)
     start = checkpoint.restore_latest() or 0
     if resuming and start:
-        print(f"Resuming {run.root} from step {start}", flush=True)
+        print(f"Resuming {shared.root} from step {start}", flush=True)
     truncate_csv(run.metrics_csv, start)
     truncate_csv(run.accuracy_csv, start)
     adapting = model.classifier_head is not None
     if adapting and start == 0 and config.train.classifier_warmup_steps > 0:
         _warm_up_classifier(model, config, train_a, test_a, test_b, run, strategy, verbose)
     if start >= config.train.steps:
-        print(f"{run.root} is already at step {start} >= --steps {config.train.steps}; nothing to do",
+        print(f"{shared.root} is already at step {start} >= --steps {config.train.steps}; nothing to do",
               flush=True)
         return model
 
@@ -98,12 +123,12 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
     guard = DivergenceGuard(config.train.on_nan)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 0
-    time_limit = TimeLimit(config.train.time_limit_minutes, start=started)
     with signal_guard() as received:
+        stop = StopRequests(received, config.train.time_limit_minutes, start=started,
+                            strategy=strategy if worker_count(strategy) > 1 else None)
         callbacks = [
             guard,
-            StopOnSignal(received),
-            time_limit,
+            stop,
             TrainingLogger(run.metrics_csv, writer, config.train.log_every, config.train.steps),
             SampleWriter(
                 run.samples, writer,
@@ -119,8 +144,8 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
         step = start
         try:
             # Skipped (non-finite) steps do not count, so fit again until the step count is reached.
-            while (step < config.train.steps and not received and guard.diverged is None
-                   and not time_limit.reached):
+            while (step < config.train.steps and not stop.signalled and guard.diverged is None
+                   and not stop.time_reached):
                 dataset = train_dataset(train_a, train_b, config.data.batch_size, config.train.seed,
                                         start_step=step, source_labels=adapting)
                 model.fit(dataset, epochs=1, steps_per_epoch=config.train.steps - step, callbacks=callbacks,
@@ -137,14 +162,16 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
             f"({checkpoint.latest or 'none'}) is kept. Lower optimizer.learning_rate, or use "
             "--set train.on_nan=skip-step"
         )
-    if received:
-        name = signal.Signals(received[0]).name
-        raise TrainingInterrupted(received[0], f"stopped by {name} at step {checkpoint.step}; checkpoint "
+    if stop.signalled:
+        # A signal here, or (multi-worker) on another worker: all stop at the same step and exit alike.
+        signum = received[0] if received else signal.SIGTERM
+        name = signal.Signals(signum).name if received else "a signal to another worker"
+        raise TrainingInterrupted(signum, f"stopped by {name} at step {checkpoint.step}; checkpoint "
                                   f"{checkpoint.latest} saved. Run the same command again to resume")
-    if time_limit.reached:
+    if stop.time_reached:
         print(f"Time limit of {config.train.time_limit_minutes:g} minutes reached at step {checkpoint.step}; "
               f"checkpoint {checkpoint.latest} saved", flush=True)
-    if export_dir is not None:
+    if export_dir is not None and chief:
         from unit_tf.export import export_model
 
         print(f"Exported SavedModel to {export_model(model, export_dir)}", flush=True)

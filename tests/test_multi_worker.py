@@ -1,0 +1,94 @@
+"""Multi-worker training: two worker processes on localhost (TF_CONFIG), compared with one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT, TINY
+
+from unit_tf.config import resolve_config
+from unit_tf.errors import UserError
+
+# Latent noise off: each replica draws its own noise (the replica id is folded into the seed), so with
+# noise two workers would differ from one process by design; everything else must agree.
+SETTINGS = {**TINY, "data.batch_size": 8, "model.latent_noise_std": 0.0, "train.steps": 4,
+            "train.log_every": 2, "train.sample_every": 2, "train.checkpoint_every": 2}
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def settings(data_dir, strategy: str) -> list[str]:
+    values = {**SETTINGS, "data.data_dir": str(data_dir), "train.strategy": strategy}
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def test_two_workers_agree_with_each_other_and_with_one_process(tmp_path, data_dir):
+    ports = free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    worker_tmp = tmp_path / "worker_tmp"
+    worker_tmp.mkdir()
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(worker_tmp),
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "tests/worker_main.py", str(tmp_path / "multi" / "run"), str(tmp_path / f"w{index}.npz"),
+             *settings(data_dir, "multi_worker")],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    procs.append(subprocess.Popen(  # the same run in one process, alongside
+        [sys.executable, "tests/worker_main.py", str(tmp_path / "single" / "run"), str(tmp_path / "one.npz"),
+         "--initial", str(tmp_path / "init.npz"), *settings(data_dir, "one_device")],
+        cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True))
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+
+    w0, w1, one, init = (np.load(tmp_path / f"{name}.npz") for name in ("w0", "w1", "one", "init"))
+    assert set(w0.files) == set(one.files) == set(init.files)
+    for name in w0.files:  # synchronous data parallelism: both workers hold the same model
+        np.testing.assert_array_equal(w0[name], w1[name], err_msg=name)
+
+    # The same training as one process at the same global batch (global batch-norm statistics, mean
+    # gradient): the two updates differ only by float summation order, which Adam amplifies where a
+    # gradient is near zero, so they are compared as whole vectors.
+    def flat(weights) -> np.ndarray:  # noqa: ANN001
+        return np.concatenate([weights[n].ravel().astype(np.float64) for n in sorted(w0.files)])
+
+    update_multi, update_one = flat(w0) - flat(init), flat(one) - flat(init)
+    relative = np.linalg.norm(update_multi - update_one) / np.linalg.norm(update_one)
+    cosine = update_multi @ update_one / (np.linalg.norm(update_multi) * np.linalg.norm(update_one))
+    assert relative < 0.05 and cosine > 0.999, (relative, cosine)
+
+    # Only the chief wrote: the run directory, its checkpoints and one export; the other worker's private
+    # folder is gone.
+    run = tmp_path / "multi" / "run"
+    assert (run / "config.json").is_file() and (run / "checkpoints" / "checkpoint").is_file()
+    assert [p.name for p in (tmp_path / "multi" / "export").iterdir()] == ["1"]
+    assert list(worker_tmp.iterdir()) == []
+
+
+def test_multi_worker_needs_a_cluster(monkeypatch):
+    from unit_tf.distribute import make_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(UserError, match="TF_CONFIG"):
+        make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "chief"}}')
+    with pytest.raises(UserError, match="not a valid cluster description"):
+        make_strategy("multi_worker")
+    resolve_config("mnist_usps", "digits_small", overrides={"train.strategy": "multi_worker"})
