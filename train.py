@@ -11,6 +11,9 @@ from unit_tf.errors import run_cli
 quiet_tensorflow()
 
 
+# --mixed-precision -> train.precision
+MIXED_PRECISION = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
 def parse_args(argv: list[str] | None = None):
     from unit_tf.config import PRESETS
     from unit_tf.data.digits import DIGIT_PAIRS
@@ -44,6 +47,9 @@ def parse_args(argv: list[str] | None = None):
                    help="deterministic ops (tf.config.experimental.enable_op_determinism): bit-exact resumes")
     p.add_argument("--on-nan", choices=["stop", "skip-step"],
                    help="on a non-finite loss: stop, keeping the last good checkpoint (default), or skip the step")
+    p.add_argument("--mixed-precision", choices=sorted(MIXED_PRECISION),
+                   help="bf16: bfloat16 math (CPUs with AMX/AVX512-BF16, recent GPUs); fp16: float16 math with "
+                        "dynamic loss scaling; off: float32 (default). Weights, outputs and losses stay float32")
     p.add_argument("--config", help="JSON file of settings (e.g. a run's config.json)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set loss.gan=1 (repeatable)")
@@ -69,6 +75,7 @@ def make_config(args):
         "train.strategy": args.strategy,
         "train.on_nan": args.on_nan,
         "train.deterministic": True if args.deterministic else None,
+        "train.precision": MIXED_PRECISION.get(args.mixed_precision),
     }
     overrides.update({k: v for k, v in flags.items() if v is not None})
     if args.resume and args.overwrite:

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--preset", default="digits_da_small",
                         help="config preset (default digits_da_small, the CPU budget recipe; digits_da = official "
                              "widths)")
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                         help="auto: bfloat16 where the hardware computes it natively (AMX/AVX512-BF16 CPU, GPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", help="run directory (default: a new temporary folder)")

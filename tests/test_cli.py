@@ -130,3 +130,15 @@ def test_svhn_mnist_without_data_or_network(tmp_path):
 
 def test_evaluate_on_a_folder_that_is_no_run(tmp_path):
     _assert_clean_error(run_script("evaluate.py", "--run-dir", str(tmp_path)), "config.json")
+
+
+def test_mixed_precision_flag_and_multi_worker_without_cluster(tmp_path):
+    import train
+
+    for flag, precision in (("bf16", "bfloat16"), ("fp16", "float16"), ("off", "float32")):
+        args = train.parse_args(["--dataset", "mnist_usps", "--mixed-precision", flag])
+        assert train.make_config(args).train.precision == precision
+    result = run_script("train.py", "--dataset", "mnist_usps", "--strategy", "multi_worker", "--output-dir",
+                        str(tmp_path / "r"), env={"TF_CONFIG": ""})
+    _assert_clean_error(result, "TF_CONFIG")
+    assert not (tmp_path / "r").exists()

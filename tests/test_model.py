@@ -42,6 +42,27 @@ def test_every_loss_term_is_reported_and_finite(config):
     assert int(model.d_optimizer.iterations.numpy()) == 2
 
 
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_keeps_float32_weights_outputs_and_losses(precision):
+    config = tiny_config("mnist_usps", **{"train.precision": precision})
+    model = build_model(config)
+    try:
+        # fp16 starts at loss scale 2^15 and skips the first steps, whose gradients overflow, halving it.
+        history = _fit_steps(model, _batch(config), steps=12 if precision == "float16" else 3)
+        for name in METRIC_NAMES:
+            assert np.isfinite(history.history[name][-1]), name
+        assert {v.dtype for v in model.trainable_variables} == {"float32"}
+        batch = _batch(config)
+        assert model.discriminator.private_a[0].compute_dtype == precision
+        assert {t.dtype for t in model.streams(batch["x_a"], batch["x_b"]).values()} == {tf.float32}
+        # fp16: dynamic loss scaling found a scale that fits and updates ran; bf16: a fixed scale of 1.
+        scale = float(model.g_optimizer.dynamic_scale.numpy())
+        assert (1.0 <= scale < 2.0**15) if precision == "float16" else scale == 1.0
+        assert int(model.g_optimizer.iterations.numpy()) >= (1 if precision == "float16" else 3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.mark.parametrize("frozen", ["generator", "discriminator"])
 def test_each_update_changes_only_its_own_networks(config, frozen):
     """With one optimizer's learning rate at 0, only the other update's variables may move."""

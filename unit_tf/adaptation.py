@@ -125,7 +125,8 @@ def make_source_only_trainer(unit: UNIT, strategy: tf.distribute.Strategy | None
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         trainer = SourceOnlyTrainer(unit, name="source_only")
-        trainer.compile(optimizer=make_optimizer(unit.unit_config.optimizer, "source_only_optimizer"))
+        trainer.compile(optimizer=make_optimizer(unit.unit_config.optimizer, "source_only_optimizer",
+                                                 unit.unit_config.train.precision))
     return trainer
 
 

@@ -108,8 +108,9 @@ class TrainConfig:
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism: bit-exact resumes
     on_nan: str = "stop"  # non-finite loss: "stop" (keep the last good checkpoint) or "skip-step"
     inject_nan_step: int = 0  # testing hook: make the GAN loss NaN at this global step (0 = never)
-    # Compute precision: "float32", or "bfloat16" (Keras mixed_bfloat16: bf16 math, float32 weights and
-    # losses; ~1.5x faster on CPUs with AMX/AVX512-BF16 and on GPUs/TPUs).
+    # Compute precision: "float32"; "bfloat16" (Keras mixed_bfloat16: bf16 math, float32 weights and
+    # losses; ~1.5x faster on CPUs with AMX/AVX512-BF16 and on GPUs/TPUs); "float16" (mixed_float16 with
+    # dynamic loss scaling: GPUs without bf16 units).
     precision: str = "float32"
     time_limit_minutes: float = 0.0  # stop (with a checkpoint) after this much wall-clock time; 0 = no limit
     # Domain adaptation: first train D_a + classifier on labelled source images for this many steps (the
@@ -143,7 +144,7 @@ class UNITConfig:
 
 
 # train.precision -> Keras dtype policy.
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 # Settings that may change between invocations on the same run directory without making it another run.
 NON_DEFINING_KEYS = frozenset(

@@ -77,8 +77,8 @@ class UNIT(MultiWorkerFit, keras.Model):
         return self.encoder(self._encoder_input(x), domain=domain, training=training)
 
     def decode(self, z: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
-        """Image in [-1, 1] from the domain's generator."""
-        return self.generator(z, domain=domain, training=training)
+        """Image in [-1, 1] from the domain's generator (float32 under every precision policy)."""
+        return tf.cast(self.generator(z, domain=domain, training=training), tf.float32)
 
     def discriminate(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
         """Real/fake logits [N] of the domain's discriminator."""
@@ -99,12 +99,16 @@ class UNIT(MultiWorkerFit, keras.Model):
     def decode_pair(self, z_to_a: tf.Tensor, z_to_b: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
         h = self.generator.run_shared(tf.concat([z_to_a, z_to_b], 0), training)
         h_a, h_b = _split(h, tf.shape(z_to_a)[0])
-        return self.generator.run_private(h_a, "a", training), self.generator.run_private(h_b, "b", training)
+        return self._image(h_a, "a", training), self._image(h_b, "b", training)
 
     def decode_both(self, z: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
         """Decode one latent batch into both domains, sharing the shared layers' work."""
         h = self.generator.run_shared(z, training)
-        return self.generator.run_private(h, "a", training), self.generator.run_private(h, "b", training)
+        return self._image(h, "a", training), self._image(h, "b", training)
+
+    def _image(self, h: tf.Tensor, domain: str, training: bool) -> tf.Tensor:
+        """The generator's private (last) layers; images leave in float32 whatever the compute precision."""
+        return tf.cast(self.generator.run_private(h, domain, training), tf.float32)
 
     def discriminate_pair(self, x_a: tf.Tensor, x_b: tf.Tensor, training: bool,
                           with_features: bool = False) -> tuple[tf.Tensor, ...]:
@@ -251,9 +255,8 @@ class UNIT(MultiWorkerFit, keras.Model):
             mean_a, mean_b = self.encode_pair(x_a, x_b, training=True)
             z = self._sample(tf.concat([mean_a, mean_b], 0))
             out_a, out_b = self.decode_both(z, training=True)  # out_a = [x_aa; x_ba], out_b = [x_ab; x_bb]
-            # Images in the input dtype (float32) also under a mixed-precision policy.
-            x_aa, x_ba = _split(tf.cast(out_a, x_a.dtype), n)
-            x_ab, x_bb = _split(tf.cast(out_b, x_b.dtype), n)
+            x_aa, x_ba = _split(out_a, n)  # float32 images under every precision policy
+            x_ab, x_bb = _split(out_b, n)
 
         # --- Step 1: D1, D2 on real images vs. translations (and reconstructions if gan_recon_stream).
         fakes_a, fakes_b = [x_ba], [x_ab]
@@ -411,13 +414,14 @@ class UNIT(MultiWorkerFit, keras.Model):
                      g_optimizer=keras.optimizers.deserialize(config["g_optimizer"]))
 
 
-def make_optimizer(cfg: OptimizerConfig, name: str) -> keras.optimizers.Optimizer:
+def make_optimizer(cfg: OptimizerConfig, name: str, precision: str = "float32") -> keras.optimizers.Optimizer:
     """Adam with the config's settings, inside a LossScaleOptimizer that skips non-finite updates.
 
-    Decoupled weight decay only when asked for (else L2 in the loss). The loss scale starts at 1 and never
-    grows, so in float32 it changes nothing but this: a step whose gradients are not finite is not applied
-    (weights, moments and step count untouched) — what lets `train.on_nan=skip-step` skip, and `stop` keep
-    the weights of the last good step.
+    Decoupled weight decay only when asked for (else L2 in the loss). In float32 and bfloat16 the loss scale
+    starts at 1 and never grows, so it changes nothing but this: a step whose gradients are not finite is not
+    applied (weights, moments and step count untouched) — what lets `train.on_nan=skip-step` skip, and `stop`
+    keep the weights of the last good step. In float16 it is Keras' dynamic loss scaling (start 2^15, halve on
+    overflow and skip that step, double after 2000 good steps): fp16 gradients would underflow unscaled.
     """
     decoupled = cfg.weight_decay if cfg.weight_decay_mode == "decoupled" and cfg.weight_decay > 0 else None
     adam = keras.optimizers.Adam(
@@ -428,6 +432,9 @@ def make_optimizer(cfg: OptimizerConfig, name: str) -> keras.optimizers.Optimize
         weight_decay=decoupled,
         name=f"{name}_adam",
     )
+    if precision == "float16":
+        return keras.optimizers.LossScaleOptimizer(adam, initial_scale=2.0**15, dynamic_growth_steps=2000,
+                                                   name=name)
     return keras.optimizers.LossScaleOptimizer(adam, initial_scale=1.0, dynamic_growth_steps=2**30, name=name)
 
 
@@ -440,7 +447,7 @@ def build_model(config: UNITConfig, strategy: tf.distribute.Strategy | None = No
         model = UNIT(config, name="unit")
         model.build()
         model.compile(
-            d_optimizer=make_optimizer(config.optimizer, "d_optimizer"),
-            g_optimizer=make_optimizer(config.optimizer, "g_optimizer"),
+            d_optimizer=make_optimizer(config.optimizer, "d_optimizer", config.train.precision),
+            g_optimizer=make_optimizer(config.optimizer, "g_optimizer", config.train.precision),
         )
     return model
