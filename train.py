@@ -11,11 +11,8 @@ from unit_tf.errors import run_cli
 quiet_tensorflow()
 
 
-# --mixed-precision -> train.precision
-MIXED_PRECISION = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
 def parse_args(argv: list[str] | None = None):
-    from unit_tf.config import PRESETS
+    from unit_tf.config import MIXED_PRECISION, PRESETS
     from unit_tf.data.digits import DIGIT_PAIRS
     from unit_tf.distribute import STRATEGIES
 
@@ -59,7 +56,7 @@ def parse_args(argv: list[str] | None = None):
 def make_config(args):
     """The run's config from parsed flags (flags and --set override the preset, the --config file, or
     with --resume the run's saved config, of which only non-defining settings may change)."""
-    from unit_tf.config import NON_DEFINING_KEYS, parse_set_flags, resolve_config
+    from unit_tf.config import MIXED_PRECISION, NON_DEFINING_KEYS, parse_set_flags, resolve_config
     from unit_tf.errors import UserError
     from unit_tf.runs import RunDir
 

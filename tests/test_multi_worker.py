@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import ROOT, TINY
 
 from unit_tf.config import resolve_config
@@ -92,3 +95,37 @@ def test_multi_worker_needs_a_cluster(monkeypatch):
     with pytest.raises(UserError, match="not a valid cluster description"):
         make_strategy("multi_worker")
     resolve_config("mnist_usps", "digits_small", overrides={"train.strategy": "multi_worker"})
+
+
+def test_a_signal_to_one_worker_stops_the_cluster_and_the_same_commands_resume(tmp_path, data_dir):
+    """Preemption of one worker: every worker saves and exits 143 at the same step; restarted, they go on."""
+    run = tmp_path / "run"
+
+    def start(steps: int) -> list[subprocess.Popen]:
+        cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
+        args = ["train.py", "--dataset", "mnist_usps", "--preset", "digits_small", "--data-dir", str(data_dir),
+                "--output-dir", str(run), "--batch-size", "8", "--no-export", "--steps", str(steps),
+                "--strategy", "multi_worker", *[a for k, v in TINY.items() for a in ("--set", f"{k}={v}")],
+                "--set", "train.checkpoint_every=100000"]
+        return [subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                     TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
+            for i in range(2)]
+
+    procs = start(100000)
+    deadline = time.time() + 180
+    while not ((run / "metrics.csv").is_file() and (run / "metrics.csv").stat().st_size > 150):
+        assert all(p.poll() is None for p in procs) and time.time() < deadline, "training did not start"
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # the non-chief: the chief must notice and save
+    outputs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], outputs
+    assert "stopped by a signal to another worker" in outputs[0] and "stopped by SIGTERM" in outputs[1]
+    saved = int(tf.train.latest_checkpoint(str(run / "checkpoints")).rsplit("-", 1)[1])
+    assert saved > 0 and f"at step {saved}" in outputs[0]
+
+    procs = start(saved + 4)
+    outputs = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith(f"ckpt-{saved + 4}")

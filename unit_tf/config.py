@@ -145,6 +145,8 @@ class UNITConfig:
 
 # train.precision -> Keras dtype policy.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+# --mixed-precision (train.py, benchmarks) -> train.precision.
+MIXED_PRECISION = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 # Settings that may change between invocations on the same run directory without making it another run.
 NON_DEFINING_KEYS = frozenset(
@@ -211,6 +213,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits_da_official": {**DA_SETTINGS, **OFFICIAL_DA_LOSSES},
     # Narrower (gen 32, dis 16): what a 2-core CPU trains in 30 minutes (benchmarks/domain_adaptation.py).
     "digits_da_small": {**DA_SETTINGS, "model.gen_ch": 32, "model.dis_ch": 16},
+    # Exactly what the official code trains for SVHN->MNIST (exps/unit/svhn2mnist.yaml, last version: gen 96,
+    # dis 64; COCOGANDAContextTrainer: source classifier + feature matching, unit latent noise, no
+    # translated-source or semantic term): the fixed reference of benchmarks/throughput.py.
+    "digits_official": {**DA_SETTINGS, **OFFICIAL_DA_LOSSES, "model.gen_ch": 96, "model.dis_ch": 64,
+                        "model.latent_noise_std": 1.0, "loss.classifier_translated": 0.0, "loss.semantic": 0.0},
 }
 
 # The preset each data set uses when --preset is not given.

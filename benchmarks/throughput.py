@@ -1,0 +1,182 @@
+"""Training throughput against the machine's own limit: images/s, FLOPs per step, MFU, input wait.
+
+    python benchmarks/throughput.py --dataset svhn_mnist --preset digits_da --mixed-precision off,bf16
+
+For each precision: the preset's model on synthetic images of the data set's shapes, fed through the real
+input pipeline (`train_dataset`: in-memory uint8 images, shuffled batches gathered and scaled in tf.data),
+trained with the same compiled step `model.fit` runs. Reported:
+
+- `step_ms`: median wall time of the timed steps (after `--warmup` steps, which include tracing);
+- `images_per_sec`: images per domain per second (global batch / median step time);
+- `model_flops_per_step`: float operations of the compiled train-step graph, counted by TensorFlow's
+  profiler from the graph's ops and static shapes (forward, backward and optimizer; both updates);
+- `achieved_gflops` = flops / median step time; `peak_matmul_gflops`: a 2048 x 2048 matmul in the same
+  dtype timed in the same process; `mfu` = achieved / peak;
+- `input_wait_fraction`: time spent waiting for the next batch / total time of the timed steps.
+
+Prints ONE JSON line: with one precision its fields; with several, {"runs": [...], "speedup": ...} where
+speedup is each run's images/s over the first run's.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from domain_adaptation import hardware  # noqa: E402
+
+from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
+from unit_tf.config import MIXED_PRECISION  # noqa: E402
+from unit_tf.errors import UserError, run_cli  # noqa: E402
+
+PEAK_MATMUL_SIZE = 2048
+
+
+def parse_args(argv: list[str] | None) -> Any:
+    parser = ArgumentParser(prog="benchmarks/throughput.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="svhn_mnist", help="data set whose shapes the inputs take")
+    parser.add_argument("--preset", default="digits_da")
+    parser.add_argument("--batch-size", type=positive_int, help="images per domain per step (global)")
+    parser.add_argument("--steps", type=positive_int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=positive_int, default=3, help="untimed steps first (tracing)")
+    parser.add_argument("--mixed-precision", default="off",
+                        help="comma-separated list of off, bf16, fp16; each is measured in turn")
+    parser.add_argument("--strategy", default="auto", help="auto, one_device or mirrored")
+    parser.add_argument("--images", type=positive_int, default=2048, help="synthetic images per domain")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    args = parser.parse_args(argv)
+    args.precisions = [p.strip() for p in args.mixed_precision.split(",") if p.strip()]
+    unknown = [p for p in args.precisions if p not in MIXED_PRECISION]
+    if unknown or not args.precisions:
+        parser.error(f"--mixed-precision takes off, bf16 and fp16 (comma-separated), got {args.mixed_precision!r}")
+    return args
+
+
+def graph_flops(concrete_function: Any) -> int:
+    """Float operations of a traced function's graph (TF profiler: per-op formulas on static shapes)."""
+    import tensorflow as tf
+
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    profile = tf.compat.v1.profiler.profile(graph=concrete_function.graph, options=options)
+    return int(profile.total_float_ops)
+
+
+def peak_matmul_gflops(dtype: str, size: int = PEAK_MATMUL_SIZE, repeats: int = 10) -> float:
+    """The machine's matmul rate in `dtype` (the denominator of MFU), best of a few timed rounds.
+
+    Each product feeds the next (x <- x @ w), so no matmul can be merged with another or pruned; w's entries
+    have variance 1/size, which keeps x's scale (and bf16/fp16 values) steady along the chain."""
+    import tensorflow as tf
+
+    x0 = tf.cast(tf.random.normal([size, size]), dtype)
+    w = tf.cast(tf.random.normal([size, size], stddev=size**-0.5), dtype)
+
+    @tf.function
+    def chain() -> tf.Tensor:
+        x = x0
+        for _ in range(repeats):
+            x = tf.matmul(x, w)
+        return tf.reduce_sum(tf.cast(x, tf.float32))
+
+    chain().numpy()
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        chain().numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 * repeats / best / 1e9
+
+
+def synthetic_domain(name: str, n: int, size: int, channels: int, seed: int) -> Any:
+    import numpy as np
+
+    from unit_tf.data.pipeline import DomainData
+
+    rng = np.random.default_rng(seed)
+    return DomainData(name, rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8),
+                      rng.integers(0, 10, n))
+
+
+def measure(args: Any, precision: str) -> dict[str, Any]:
+    import tensorflow as tf
+
+    from unit_tf.config import parse_set_flags, resolve_config
+    from unit_tf.data.pipeline import train_dataset
+    from unit_tf.distribute import make_strategy
+    from unit_tf.model import build_model
+
+    overrides = {**parse_set_flags(args.set), "train.precision": MIXED_PRECISION[precision]}
+    if args.batch_size:
+        overrides["data.batch_size"] = args.batch_size
+    config = resolve_config(args.dataset, args.preset, overrides=overrides)
+    strategy = make_strategy(args.strategy)
+    if config.data.batch_size % strategy.num_replicas_in_sync:
+        raise UserError(f"--batch-size {config.data.batch_size} is not divisible by the "
+                        f"{strategy.num_replicas_in_sync} replicas")
+    m = config.model
+    a = synthetic_domain("a", args.images, m.image_size, m.channels_a, 0)
+    b = synthetic_domain("b", args.images, m.image_size, m.channels_b, 1)
+    adapting = m.num_classes > 0
+    model = build_model(config, strategy)
+    dataset = strategy.experimental_distribute_dataset(
+        train_dataset(a, b, config.data.batch_size, seed=0, source_labels=adapting))
+
+    @tf.function
+    def step(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        # What model.fit compiles: the train step on every replica, its logs reduced across replicas.
+        outputs = strategy.run(model.train_step, args=(batch,))
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
+
+    iterator = iter(dataset)
+    for _ in range(args.warmup):
+        step(next(iterator))["g_loss"].numpy()
+    # FLOPs of the graph fit runs (single device: the replica's step is the whole step).
+    flops = graph_flops(step.get_concrete_function(dataset.element_spec))
+    waits, totals = [], []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        batch = next(iterator)
+        got = time.perf_counter()
+        step(batch)["g_loss"].numpy()  # .numpy() waits for the step to finish
+        end = time.perf_counter()
+        waits.append(got - start)
+        totals.append(end - start)
+    step_s = statistics.median(totals)
+    peak = peak_matmul_gflops(MIXED_PRECISION[precision])
+    achieved = flops / step_s / 1e9
+    return {"preset": args.preset, "dataset": args.dataset, "mixed_precision": precision,
+            "batch_size": config.data.batch_size, "replicas": strategy.num_replicas_in_sync,
+            "step_ms": round(1000 * step_s, 1), "images_per_sec": round(config.data.batch_size / step_s, 1),
+            "model_flops_per_step": flops, "achieved_gflops": round(achieved, 1),
+            "peak_matmul_gflops": round(peak, 1), "mfu": round(achieved / peak, 3),
+            "input_wait_fraction": round(sum(waits) / sum(totals), 4), "timed_steps": args.steps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_tensorflow()
+    import keras
+
+    device, _ = hardware()
+    runs = []
+    for precision in args.precisions:
+        runs.append({**measure(args, precision), "device": device})
+        keras.mixed_precision.set_global_policy("float32")
+    if len(runs) == 1:
+        print(json.dumps(runs[0]), flush=True)
+    else:
+        first = runs[0]["images_per_sec"]
+        speedup = {run["mixed_precision"]: round(run["images_per_sec"] / first, 2) for run in runs}
+        print(json.dumps({"runs": runs, "speedup": speedup, "device": device}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, "benchmarks/throughput.py")

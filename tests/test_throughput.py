@@ -1,0 +1,43 @@
+"""benchmarks/throughput.py: the FLOP count comes from the graph, and the script runs in seconds."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import tensorflow as tf
+from helpers import ROOT, run_script
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from throughput import graph_flops  # noqa: E402
+
+
+def test_graph_flops_counts_a_known_graph():
+    @tf.function
+    def f(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        return tf.matmul(a, b)
+
+    concrete = f.get_concrete_function(tf.TensorSpec([64, 128]), tf.TensorSpec([128, 32]))
+    assert graph_flops(concrete) == 2 * 64 * 128 * 32
+
+
+def test_throughput_benchmark_prints_one_json_line():
+    result = run_script("benchmarks/throughput.py", "--dataset", "mnist_usps", "--preset", "digits_small",
+                        "--batch-size", "8", "--steps", "2", "--warmup", "1", "--images", "32",
+                        "--mixed-precision", "off,bf16", "--set", "model.gen_ch=4", "--set", "model.dis_ch=4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert [run["mixed_precision"] for run in out["runs"]] == ["off", "bf16"] and out["speedup"]["off"] == 1.0
+    for run in out["runs"]:
+        assert run["model_flops_per_step"] > 0 and run["images_per_sec"] > 0 and 0 < run["mfu"] < 2
+        assert 0 <= run["input_wait_fraction"] <= 1 and run["peak_matmul_gflops"] > 0
+    # Twice the batch, about twice the FLOPs: the count follows the graph's shapes.
+    bigger = run_script("benchmarks/throughput.py", "--dataset", "mnist_usps", "--preset", "digits_small",
+                        "--batch-size", "16", "--steps", "1", "--warmup", "1", "--images", "32",
+                        "--set", "model.gen_ch=4", "--set", "model.dis_ch=4")
+    assert bigger.returncode == 0, bigger.stderr[-3000:]
+    ratio = json.loads(bigger.stdout)["model_flops_per_step"] / out["runs"][0]["model_flops_per_step"]
+    assert 1.8 < ratio < 2.05, ratio
