@@ -17,9 +17,18 @@ def parse_args(argv: list[str] | None = None):
     from unit_tf.distribute import STRATEGIES
 
     p = ArgumentParser(prog="train.py", description="Train UNIT on two unpaired image domains.")
-    p.add_argument("--dataset", choices=sorted(DIGIT_PAIRS), help="domain pair, source first (default: "
-                   "svhn_mnist, or the --config file's)")
-    p.add_argument("--data-dir", help="folder with <domain>/{train,test}.npz or the official files "
+    p.add_argument("--dataset", metavar="NAME",
+                   help=f"digit pair, source first ({', '.join(sorted(DIGIT_PAIRS))}; default svhn_mnist), or "
+                        "translation images: folder:ROOT (trainA/trainB/testA/testB), cycle_gan/<name> (TFDS), "
+                        "celeb_a (with --attribute); --domain-a/--domain-b imply 'folders'")
+    p.add_argument("--domain-a", metavar="DIR", help="folder of domain A's images (any depth, jpg/png/bmp/webp)")
+    p.add_argument("--domain-b", metavar="DIR", help="folder of domain B's images")
+    p.add_argument("--attribute", help="celeb_a: the attribute that splits faces into domain A (with) and B "
+                   "(without), e.g. Blond_Hair")
+    p.add_argument("--image-size", type=positive_int,
+                   help="training image size (translation data without --preset: <= 64 picks 'small', <= 128 "
+                        "'translation_128', else 'translation_256')")
+    p.add_argument("--data-dir", help="digits: folder with <domain>/{train,test}.npz or the official files "
                    "(default: $UNIT_DATA_DIR, then TFDS)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="named hyperparameter set")
     p.add_argument("--steps", type=positive_int, help="train until this global step")
@@ -61,7 +70,19 @@ def make_config(args):
     from unit_tf.runs import RunDir
 
     overrides = parse_set_flags(args.set)
+    dataset = args.dataset
+    if (args.domain_a is None) != (args.domain_b is None):
+        raise UserError("--domain-a and --domain-b go together: give both image folders")
+    if args.domain_a is not None:
+        if dataset not in (None, "folders"):
+            raise UserError(f"--domain-a/--domain-b train on two folders; drop --dataset {dataset}")
+        dataset = "folders"
+    folder = lambda path: str(Path(path).expanduser().resolve()) if path else None  # noqa: E731
     flags = {
+        "data.domain_a": folder(args.domain_a),
+        "data.domain_b": folder(args.domain_b),
+        "data.attribute": args.attribute,
+        "model.image_size": args.image_size,
         "data.data_dir": args.data_dir,
         "data.batch_size": args.batch_size,
         "train.steps": args.steps,
@@ -78,13 +99,26 @@ def make_config(args):
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other; pick one")
     if not args.resume:
-        return resolve_config(args.dataset, args.preset, args.config, overrides)
+        return resolve_config(dataset, args.preset, args.config, overrides)
     if not args.output_dir:
         raise UserError("--resume needs the --output-dir of the run to continue")
     run = RunDir(Path(args.output_dir))
     saved = run.read_config()
     changes = {k: v for k, v in overrides.items() if k in NON_DEFINING_KEYS}
     return resolve_config(saved.data.dataset, saved.preset, run.config_path, changes)
+
+
+def run_name(config) -> str:
+    """Default run folder name: <data set>_<preset>, the data set made file-name safe."""
+    data = config.data
+    if data.dataset == "folders":
+        name = f"{Path(data.domain_a).name}2{Path(data.domain_b).name}"
+    elif data.dataset == "celeb_a":
+        name = f"celeb_a_{data.attribute}"
+    else:
+        name = data.dataset.replace("folder:", "").rstrip("/").replace("/", "_").replace(":", "_")
+        name = Path(name).name if data.dataset.startswith("folder:") else name
+    return f"{name}_{config.preset}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logical_cpus(args.logical_cpus)
     from unit_tf.training import train
 
-    output_dir = Path(args.output_dir or f"runs/{config.data.dataset}_{config.preset}")
+    output_dir = Path(args.output_dir or f"runs/{run_name(config)}")
     export_dir = None if args.no_export else Path(args.export_dir) / output_dir.resolve().name
     train(config, output_dir, export_dir=export_dir, overwrite=args.overwrite)
     print(f"Run directory: {output_dir}")

@@ -12,7 +12,11 @@ trained with the same compiled step `model.fit` runs. Reported:
   profiler from the graph's ops and static shapes (forward, backward and optimizer; both updates);
 - `achieved_gflops` = flops / median step time; `peak_matmul_gflops`: a 2048 x 2048 matmul in the same
   dtype timed in the same process; `mfu` = achieved / peak;
-- `input_wait_fraction`: time spent waiting for the next batch / total time of the timed steps.
+- `input_wait_fraction`: time spent waiting for the next batch / total time of the timed steps;
+- `peak_rss_gib`: the process's peak resident memory so far (Linux ru_maxrss): what training this preset needs.
+
+Translation presets take an image data set's shapes (RGB), e.g. `--dataset cycle_gan/horse2zebra --preset
+translation_256 --images 16` (no data is read: the inputs are synthetic).
 
 Prints ONE JSON line: with one precision its fields; with several, {"runs": [...], "speedup": ...} where
 speedup is each run's images/s over the first run's.
@@ -21,6 +25,7 @@ speedup is each run's images/s over the first run's.
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import sys
 import time
@@ -33,7 +38,7 @@ from domain_adaptation import hardware  # noqa: E402
 
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.config import MIXED_PRECISION  # noqa: E402
-from unit_tf.errors import UserError, run_cli  # noqa: E402
+from unit_tf.errors import run_cli  # noqa: E402
 
 PEAK_MATMUL_SIZE = 2048
 
@@ -109,7 +114,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
 
     from unit_tf.config import parse_set_flags, resolve_config
     from unit_tf.data.pipeline import train_dataset
-    from unit_tf.distribute import make_strategy
+    from unit_tf.distribute import check_batch_size, make_strategy
     from unit_tf.model import build_model
 
     overrides = {**parse_set_flags(args.set), "train.precision": MIXED_PRECISION[precision]}
@@ -117,9 +122,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
         overrides["data.batch_size"] = args.batch_size
     config = resolve_config(args.dataset, args.preset, overrides=overrides)
     strategy = make_strategy(args.strategy)
-    if config.data.batch_size % strategy.num_replicas_in_sync:
-        raise UserError(f"--batch-size {config.data.batch_size} is not divisible by the "
-                        f"{strategy.num_replicas_in_sync} replicas")
+    check_batch_size(config.data.batch_size, strategy)
     m = config.model
     a = synthetic_domain("a", args.images, m.image_size, m.channels_a, 0)
     b = synthetic_domain("b", args.images, m.image_size, m.channels_b, 1)
@@ -156,7 +159,8 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
             "step_ms": round(1000 * step_s, 1), "images_per_sec": round(config.data.batch_size / step_s, 1),
             "model_flops_per_step": flops, "achieved_gflops": round(achieved, 1),
             "peak_matmul_gflops": round(peak, 1), "mfu": round(achieved / peak, 3),
-            "input_wait_fraction": round(sum(waits) / sum(totals), 4), "timed_steps": args.steps}
+            "input_wait_fraction": round(sum(waits) / sum(totals), 4), "timed_steps": args.steps,
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,28 @@ def run_script(*args: str, env: dict | None = None, timeout: int = 300) -> subpr
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+TINY_TRANSLATION = {
+    "model.gen_ch": 4,
+    "model.dis_ch": 4,
+    "model.res_blocks": 2,
+    "model.dis_layers": 2,
+    "model.image_size": 16,
+    "data.batch_size": 2,
+    "train.log_every": 2,
+    "train.sample_every": 2,
+    "train.checkpoint_every": 2,
+}
+
+
+def tiny_translation_config(**overrides) -> UNITConfig:
+    """The `small` translation preset shrunk to 16 px and widths 4 (RGB domains), without a data set."""
+    from unit_tf.config import PRESETS, apply_overrides, validate
+
+    config = UNITConfig(preset="small")
+    apply_overrides(config, PRESETS["small"])
+    apply_overrides(config, {**TINY_TRANSLATION, **overrides})
+    config.model.channels_a = config.model.channels_b = 3
+    validate(config)
+    return config

@@ -25,7 +25,7 @@ def test_output_shapes_and_ranges(config):
         assert float(tf.reduce_min(y)) >= -1.0 and float(tf.reduce_max(y)) <= 1.0
     latent = model.encode(x_a, "a")
     assert latent.shape == (3, 1, 1, 8 * config.model.gen_ch)
-    assert model.discriminate(x_b, "b").shape == (5,)
+    assert model.discriminate(x_b, "b").shape == (5, 1)
     streams = model.streams(x_a[:2], x_b[:2])
     assert streams["x_aba"].shape == (2, 32, 32, 3) and streams["x_bab"].shape == (2, 32, 32, 1)
 

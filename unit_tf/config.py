@@ -20,9 +20,10 @@ from unit_tf.errors import UserError
 
 @dataclass
 class ModelConfig:
-    """Network shapes. Layer counts follow the official `cocogan_nets_da.py` digit networks."""
+    """Network shapes: the official `cocogan_nets_da.py` digit networks ("digits") or the residual
+    translation networks of the paper's 256-px results ("residual", official COCOResGen2 / COCODis)."""
 
-    architecture: str = "digits"  # network family (see unit_tf.networks.ARCHITECTURES)
+    architecture: str = "digits"  # network family: digits | residual (see unit_tf.networks.ARCHITECTURES)
     image_size: int = 32
     channels_a: int = 3  # image channels of domain A (set from the data set)
     channels_b: int = 1  # image channels of domain B (set from the data set)
@@ -41,6 +42,15 @@ class ModelConfig:
     # Domain adaptation (official cocogan_nets_da.py): a classifier head on the shared high D layers.
     num_classes: int = 0  # 0: no classifier head; 10 for digits
     dis_dropout: bool = False  # official D dropout 0.1 / 0.3 / 0.5 / 0.5 after its four conv blocks
+    # The paper's ablation "no weight sharing": False shares no layer between the domains (E, G and D),
+    # whatever the shared_*_layers counts say.
+    share_weights: bool = True
+    # Residual (translation) networks. Encoder: 7x7 conv, n_downsample 3x3/2 convs, res_blocks residual blocks
+    # (its last shared_encoder_layers layers shared); the generator mirrors it. Instance norm throughout.
+    n_downsample: int = 2
+    res_blocks: int = 4
+    dis_layers: int = 4  # discriminator depth: stride-2 3x3 conv + LeakyReLU layers before the 1x1 logit conv
+    dis_scales: int = 1  # multi-scale discriminators: one per scale, each on a 2x average-pooled input
 
 
 @dataclass
@@ -56,6 +66,11 @@ class LossConfig:
     # the official DA code's with "sum" KL (summed over latent dims) and "sse" (per-image summed squared error).
     kl_reduction: str = "mean"  # mean | sum
     recon_distance: str = "l1"  # l1 | sse
+    gan_type: str = "bce"  # bce: the paper's non-saturating cross-entropy | lsgan: least squares
+    # The paper's ablations: recon_stream=False drops the reconstruction stream (with share_weights=False
+    # this is CycleGAN); cycle=False drops the cycle-consistency stream.
+    recon_stream: bool = True
+    cycle: bool = True
     gan_recon_stream: bool = False  # official DA code: reconstructions are also fakes for D (and G fools D)
     # Domain adaptation terms (all need model.num_classes > 0; labels of domain A only):
     classifier: float = 0.0  # cross-entropy of D_a's classifier on labelled source images (official 10)
@@ -87,8 +102,16 @@ class OptimizerConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "svhn_mnist"  # source (A) first, target (B) second
-    data_dir: str | None = None  # local files; None -> $UNIT_DATA_DIR, then TFDS
+    # Digit pairs (source A first): svhn_mnist, mnist_usps, usps_mnist. Translation: "folders" (domain_a,
+    # domain_b), "folder:ROOT" (trainA/trainB/testA/testB), "cycle_gan/<name>" (TFDS), "celeb_a" (attribute).
+    dataset: str = "svhn_mnist"
+    data_dir: str | None = None  # digits: local files; None -> $UNIT_DATA_DIR, then TFDS
+    domain_a: str | None = None  # dataset "folders": the two image folders
+    domain_b: str | None = None
+    attribute: str | None = None  # dataset "celeb_a": images with it form domain A, without it domain B
+    load_size: int = 0  # translation data: shorter side resized to this, then a random image_size crop
+    flip: bool = True  # translation data: random horizontal flips
+    cache_mb: int = 2048  # translation data: decode once into memory when the resized images fit this
     batch_size: int = 64  # images per domain per step, summed over all replicas
     # The paper's augmentation: add colour-inverted copies of a domain's training images (official svhn2mnist
     # inverts MNIST, domain B).
@@ -152,6 +175,7 @@ MIXED_PRECISION = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
 NON_DEFINING_KEYS = frozenset(
     {
         "data.data_dir",
+        "data.cache_mb",
         "train.steps",
         "train.strategy",
         "train.log_every",
@@ -200,6 +224,24 @@ OFFICIAL_DA_LOSSES: dict[str, Any] = {
     "loss.feature_distance": "l2",
 }
 
+# The residual translation networks of the paper's 256-px results (official version_02 COCOResGen2 + COCODis):
+# 4 residual blocks per encoder / generator, the encoder's last and the generator's first shared; batch 1,
+# Adam 1e-4 (0.5, 0.999), L2 1e-4, the paper's loss weights 10 / 0.1 / 100 / 0.1 / 100 (the defaults).
+TRANSLATION_SETTINGS: dict[str, Any] = {
+    "model.architecture": "residual",
+    "model.gen_ch": 64,
+    "model.dis_ch": 64,
+    "model.n_downsample": 2,
+    "model.res_blocks": 4,
+    "model.shared_encoder_layers": 1,
+    "model.shared_generator_layers": 1,
+    "model.shared_discriminator_layers": 0,
+    "data.batch_size": 1,
+    "optimizer.learning_rate": 1e-4,
+    "optimizer.weight_decay": 1e-4,
+    "train.steps": 500000,
+}
+
 # Presets: named sets of overrides of the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's digit networks (official version_02 CoVAE32x32 / CoDis32x32) trained with the paper's
@@ -218,7 +260,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     # translated-source or semantic term): the fixed reference of benchmarks/throughput.py.
     "digits_official": {**DA_SETTINGS, **OFFICIAL_DA_LOSSES, "model.gen_ch": 96, "model.dis_ch": 64,
                         "model.latent_noise_std": 1.0, "loss.classifier_translated": 0.0, "loss.semantic": 0.0},
+    # Image-to-image translation (image folders, cycle_gan/*, celeb_a), at the paper's sizes.
+    "translation_256": {**TRANSLATION_SETTINGS, "model.image_size": 256, "model.dis_layers": 6},
+    "translation_128": {**TRANSLATION_SETTINGS, "model.image_size": 128, "model.dis_layers": 5},
+    # Narrow and shallow at 32-64 px: learns a simple translation within minutes on a CPU.
+    "small": {**TRANSLATION_SETTINGS, "model.image_size": 32, "model.gen_ch": 16, "model.dis_ch": 16,
+              "model.res_blocks": 2, "model.dis_layers": 3, "data.batch_size": 8,
+              "optimizer.learning_rate": 2e-4, "train.steps": 5000, "train.sample_every": 250,
+              "train.checkpoint_every": 500},
 }
+
+
+def translation_preset(image_size: int | None) -> str:
+    """The translation preset for an image size (image-data runs without --preset)."""
+    if image_size is None or image_size > 128:
+        return "translation_256"
+    return "translation_128" if image_size > 64 else "small"
+
 
 # The preset each data set uses when --preset is not given.
 DEFAULT_PRESET = {"svhn_mnist": "digits_da", "mnist_usps": "digits_da", "usps_mnist": "digits_da"}
@@ -336,10 +394,15 @@ def resolve_config(
     overrides: dict[str, Any] | None = None,
 ) -> UNITConfig:
     """Build the run's config: defaults, then the preset, the config file and the overrides."""
+    from unit_tf.data.image_domains import check_image_dataset, is_image_dataset  # imports TensorFlow
+
     file_values = load_config_file(config_file) if config_file else {}
     overrides = dict(overrides or {})
     dataset = dataset or overrides.get("data.dataset") or file_values.get("data.dataset")
     preset = preset or overrides.get("preset") or file_values.get("preset")
+    if preset is None and dataset is not None and is_image_dataset(dataset):
+        size = overrides.get("model.image_size") or file_values.get("model.image_size")
+        preset = translation_preset(int(size) if str(size or "").isdigit() else None)
     if preset is None:
         preset = DEFAULT_PRESET.get(dataset or "", "digits")
     if preset not in PRESETS:
@@ -351,13 +414,22 @@ def resolve_config(
     apply_overrides(config, {k: v for k, v in overrides.items() if k != "preset"})
     if dataset:
         config.data.dataset = dataset
-    if config.data.dataset not in DIGIT_PAIRS:
-        raise UserError(
-            f"unknown dataset '{config.data.dataset}'; choose one of: {', '.join(DIGIT_PAIRS)}"
-        )
+    data = config.data
     # Image channels are a property of the data set, not a free setting.
-    pair = DIGIT_PAIRS[config.data.dataset]
-    config.model.channels_a, config.model.channels_b = (DIGIT_DOMAINS[d].channels for d in pair)
+    if is_image_dataset(data.dataset):
+        check_image_dataset(data.dataset, data.domain_a, data.domain_b, data.attribute)
+        config.model.channels_a = config.model.channels_b = 3  # every image is decoded as RGB
+        if config.model.num_classes:
+            raise UserError(f"model.num_classes needs labelled digit data; dataset '{data.dataset}' has no "
+                            "labels: set model.num_classes=0 or pick a translation --preset")
+    elif data.dataset in DIGIT_PAIRS:
+        pair = DIGIT_PAIRS[data.dataset]
+        config.model.channels_a, config.model.channels_b = (DIGIT_DOMAINS[d].channels for d in pair)
+    else:
+        raise UserError(
+            f"unknown dataset '{data.dataset}'; choose one of: {', '.join(DIGIT_PAIRS)}, folders (with "
+            "--domain-a/--domain-b), folder:ROOT, cycle_gan/<name>, celeb_a (with --attribute)"
+        )
     validate(config)
     return config
 
@@ -376,6 +448,9 @@ def validate(config: UNITConfig) -> None:
         "model.dis_ch": config.model.dis_ch,
         "model.channels_a": config.model.channels_a,
         "model.channels_b": config.model.channels_b,
+        "model.res_blocks": config.model.res_blocks,
+        "model.dis_layers": config.model.dis_layers,
+        "model.dis_scales": config.model.dis_scales,
     }
     for key, value in positive_ints.items():
         if value <= 0:
@@ -399,7 +474,9 @@ def validate(config: UNITConfig) -> None:
             raise UserError(f"{key} must be a finite number >= 0, got {value}")
     choices = {"loss.kl_reduction": (config.loss.kl_reduction, ("mean", "sum")),
                "loss.recon_distance": (config.loss.recon_distance, ("l1", "sse")),
-               "loss.feature_distance": (config.loss.feature_distance, ("l2", "l1"))}
+               "loss.feature_distance": (config.loss.feature_distance, ("l2", "l1")),
+               "loss.gan_type": (config.loss.gan_type, ("bce", "lsgan")),
+               "model.architecture": (config.model.architecture, ("digits", "residual"))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
@@ -409,7 +486,13 @@ def validate(config: UNITConfig) -> None:
     for key, value in da_terms.items():
         if value > 0 and config.model.num_classes <= 0:
             raise UserError(f"{key} needs a classifier head: set model.num_classes (10 for digits) or {key}=0")
-    counts = {"model.num_classes": config.model.num_classes, "train.eval_every": config.train.eval_every,
+    for key in ("gan_recon_stream", "feature"):
+        if getattr(config.loss, key) and not config.loss.recon_stream:
+            raise UserError(f"loss.{key} needs the reconstruction stream: set loss.recon_stream=true or "
+                            f"loss.{key}=0")
+    counts = {"model.num_classes": config.model.num_classes, "model.n_downsample": config.model.n_downsample,
+              "data.load_size": config.data.load_size, "data.cache_mb": config.data.cache_mb,
+              "train.eval_every": config.train.eval_every,
               "train.classifier_warmup_steps": config.train.classifier_warmup_steps,
               "loss.translated_rampup_steps": config.loss.translated_rampup_steps}
     for key, value in counts.items():

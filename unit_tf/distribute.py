@@ -78,6 +78,14 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.OneDeviceStrategy((gpus or cpus)[0].name)
 
 
+def check_batch_size(batch_size: int, strategy: tf.distribute.Strategy) -> None:
+    """The global batch splits evenly over the replicas (each gets batch_size / replicas images per domain)."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise UserError(f"--batch-size {batch_size} is not divisible by the {replicas} replicas; use a multiple "
+                        f"of {replicas}")
+
+
 def worker_count(strategy: tf.distribute.Strategy) -> int:
     """How many worker processes train together (1 for one-process strategies)."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):

@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from unit_tf import adaptation, plots
-from unit_tf.data.pipeline import DomainData, eval_batches, load_pair, to_model_range
+from unit_tf.data.pipeline import DomainData, eval_batches, to_model_range
+from unit_tf.data.sources import load_eval_pair
 from unit_tf.images import GRID_ROWS, make_grid, write_png
 from unit_tf.model import UNIT
 from unit_tf.runs import RunDir
@@ -39,12 +40,25 @@ def domain_errors(model: UNIT, images: np.ndarray, source: str, batch_size: int 
     return {f"recon_l1_{source}": recon_sum / n, f"cycle_l1_{source}": cycle_sum / n}
 
 
+def interpolation_strip(model: UNIT, x_a: tf.Tensor, x_b: tf.Tensor, steps: int = 8) -> np.ndarray:
+    """Latent codes on the line from E_a(x_a) to E_b(x_b), each decoded into both domains: a 2-row grid.
+
+    The shared latent space at work: every column is one code, rendered by G_a (top) and G_b (bottom).
+    """
+    z_a, z_b = model.encode(x_a[None], "a"), model.encode(x_b[None], "b")
+    t = tf.reshape(tf.linspace(0.0, 1.0, steps), [-1, 1, 1, 1])
+    z = (1.0 - t) * tf.cast(z_a, tf.float32) + t * tf.cast(z_b, tf.float32)
+    images_a, images_b = model.decode_both(tf.cast(z, z_a.dtype), False)
+    return make_grid([images_a, images_b])
+
+
 def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "test") -> dict[str, Any]:
-    """Evaluate the run's latest checkpoint; writes `R/eval/translations_<split>_step_<N>.png`."""
+    """Evaluate the run's latest checkpoint: reconstruction and cycle L1 per domain; writes
+    `R/eval/translations_<split>_step_<N>.png` and the latent interpolation `interpolation_<split>_step_<N>.png`
+    (and, for domain adaptation, accuracies, a confusion matrix and the accuracy curve)."""
     run = RunDir(Path(run_dir))
     model, config, step = load_trained(run.root)
-    data_dir = data_dir or config.data.data_dir
-    a, b = load_pair(config.data.dataset, split, data_dir, config.model.image_size)
+    a, b = load_eval_pair(config, split, data_dir)
     result: dict[str, Any] = {"run_dir": str(run.root), "dataset": config.data.dataset, "split": split,
                               "step": step, "num_images_a": len(a.images), "num_images_b": len(b.images)}
     result.update(domain_errors(model, a.images, "a"))
@@ -53,6 +67,8 @@ def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "tes
     grid = write_png(make_grid([streams[name] for name in GRID_ROWS]),
                      run.eval / f"translations_{split}_step_{step}.png")
     result["translation_grid"] = str(grid)
+    strip = interpolation_strip(model, to_model_range(a.images[0]), to_model_range(b.images[0]))
+    result["interpolation"] = str(write_png(strip, run.eval / f"interpolation_{split}_step_{step}.png"))
     if model.classifier_head is not None:
         result.update(adaptation_report(model, run, a, b, split, step))
     return result

@@ -53,7 +53,7 @@ class ConvBlock(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if norm not in ("none", "batch"):
+        if norm not in ("none", "batch", "instance"):
             raise ValueError(f"unknown norm {norm!r}")
         if activation not in ("none", "relu", "leaky_relu", "tanh"):
             raise ValueError(f"unknown activation {activation!r}")
@@ -81,7 +81,7 @@ class ConvBlock(keras.layers.Layer):
                 self.crop = keras.layers.Cropping2D(padding, name="crop")
             else:
                 self.pad = keras.layers.ZeroPadding2D(padding, name="pad")
-        # A BatchNorm with a learned offset makes the conv bias redundant (official: affine=False + bias).
+        # A norm with a learned offset makes the conv bias redundant (official: affine=False + bias).
         self.conv = conv_cls(
             filters,
             kernel_size,
@@ -101,6 +101,13 @@ class ConvBlock(keras.layers.Layer):
             if norm == "batch"
             else None
         )
+        # Instance norm (official nn.InstanceNorm2d, affine=False) = one group per channel; no
+        # tensorflow-addons, which does not import with Keras 3.
+        self.instance_norm = (
+            keras.layers.GroupNormalization(groups=-1, epsilon=bn_epsilon, scale=False, name="instance_norm")
+            if norm == "instance"
+            else None
+        )
         self.pooling = keras.layers.MaxPooling2D(pool, name="pool") if pool > 1 else None
         # Dropout with a SeedGenerator named after this block: its state variable has the same path in every
         # model built in the process (keras.layers.Dropout's generator is numbered globally), so checkpoints,
@@ -117,8 +124,9 @@ class ConvBlock(keras.layers.Layer):
         if self.crop is not None:
             self.crop.build(shape)
             shape = self.crop.compute_output_shape(shape)
-        if self.bn is not None:
-            self.bn.build(shape)
+        for norm in (self.bn, self.instance_norm):
+            if norm is not None:
+                norm.build(shape)
         if self.pooling is not None:
             self.pooling.build(shape)
 
@@ -130,6 +138,8 @@ class ConvBlock(keras.layers.Layer):
             x = self.crop(x)
         if self.bn is not None:
             x = self.bn(x, training=training)
+        if self.instance_norm is not None:
+            x = self.instance_norm(x)
         if self.activation == "relu":
             x = tf.nn.relu(x)
         elif self.activation == "leaky_relu":
@@ -168,6 +178,41 @@ class ConvBlock(keras.layers.Layer):
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             dropout=self.dropout,
         )
+        return config
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class ResidualBlock(keras.layers.Layer):
+    """x + norm(conv3x3(ReLU(norm(conv3x3(x))))): the official INSResBlock of the translation networks."""
+
+    def __init__(self, filters: int, norm: str = "instance", bn_epsilon: float = 1e-5,
+                 kernel_initializer: Any = "glorot_uniform", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.norm = norm
+        self.bn_epsilon = bn_epsilon
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        common = dict(kernel_size=3, padding=1, norm=norm, bn_epsilon=bn_epsilon,
+                      kernel_initializer=self.kernel_initializer)
+        self.conv1 = ConvBlock(filters, activation="relu", name="conv1", **common)
+        self.conv2 = ConvBlock(filters, name="conv2", **common)
+
+    def build(self, input_shape: tuple) -> None:
+        if input_shape[-1] != self.filters:
+            raise ValueError(f"a residual block of {self.filters} filters got {input_shape[-1]} channels")
+        self.conv1.build(input_shape)
+        self.conv2.build(self.conv1.compute_output_shape(input_shape))
+
+    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        return x + self.conv2(self.conv1(x, training=training), training=training)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(filters=self.filters, norm=self.norm, bn_epsilon=self.bn_epsilon,
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
         return config
 
 

@@ -45,16 +45,32 @@ def classifier_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int32), logits))
 
 
-def generator_gan_loss(fake_logits: tf.Tensor) -> tf.Tensor:
-    """Non-saturating GAN loss -log D(G(z)) on translated images."""
-    return tf.reduce_mean(tf.nn.softplus(-tf.cast(fake_logits, tf.float32)))
+Logits = tf.Tensor | list[tf.Tensor]  # one discriminator's logits, or one tensor per scale (multi-scale D)
 
 
-def discriminator_gan_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.Tensor:
-    """Cross-entropy of a real/fake classifier: -log D(x) - log(1 - D(G(z)))."""
-    real = tf.reduce_mean(tf.nn.softplus(-tf.cast(real_logits, tf.float32)))
-    fake = tf.reduce_mean(tf.nn.softplus(tf.cast(fake_logits, tf.float32)))
-    return real + fake
+def _per_scale(logits: Logits) -> list[tf.Tensor]:
+    return [tf.cast(x, tf.float32) for x in (logits if isinstance(logits, list | tuple) else [logits])]
+
+
+def _is_real(logits: tf.Tensor, real: bool, gan_type: str) -> tf.Tensor:
+    """Mean loss of logits (a patch of them per image) labelled real or fake: cross-entropy or least squares."""
+    if gan_type == "lsgan":
+        return tf.reduce_mean(tf.square(logits - (1.0 if real else 0.0)))
+    return tf.reduce_mean(tf.nn.softplus(-logits if real else logits))
+
+
+def generator_gan_loss(fake_logits: Logits, gan_type: str = "bce") -> tf.Tensor:
+    """Non-saturating GAN loss -log D(G(z)) ("bce", the paper) or (D(G(z)) - 1)^2 ("lsgan"); summed over
+    the discriminator's scales, each a mean over its logits."""
+    return tf.add_n([_is_real(x, True, gan_type) for x in _per_scale(fake_logits)])
+
+
+def discriminator_gan_loss(real_logits: Logits, fake_logits: Logits, gan_type: str = "bce") -> tf.Tensor:
+    """Real/fake loss of D: -log D(x) - log(1 - D(G(z))) ("bce") or (D(x) - 1)^2 + D(G(z))^2 ("lsgan"),
+    summed over scales."""
+    real, fake = _per_scale(real_logits), _per_scale(fake_logits)
+    return tf.add_n([_is_real(r, True, gan_type) + _is_real(f, False, gan_type) for r, f in zip(real, fake,
+                                                                                            strict=True)])
 
 
 def l2_penalty(variables: list[tf.Variable]) -> tf.Tensor:

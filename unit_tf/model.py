@@ -27,7 +27,7 @@ METRIC_NAMES = ("d_gan", "g_gan", "kl", "recon_l1", "cycle_kl", "cycle_l1", "d_l
 def metric_names(config: UNITConfig) -> tuple[str, ...]:
     """The loss terms a model with this config reports: METRIC_NAMES adapted to its distances and DA terms."""
     loss = config.loss
-    names = ["d_gan", "g_gan", "kl", f"recon_{loss.recon_distance}"]
+    names = ["d_gan", "g_gan", "kl"] + ([f"recon_{loss.recon_distance}"] if loss.recon_stream else [])
     if _has_cycle(config):
         names += ["cycle_kl", f"cycle_{loss.recon_distance}"]
     names += [name for name in ("classifier", "classifier_translated", "feature", "semantic")
@@ -38,11 +38,21 @@ def metric_names(config: UNITConfig) -> tuple[str, ...]:
 
 
 def _has_cycle(config: UNITConfig) -> bool:
-    return config.loss.cycle_kl > 0 or config.loss.cycle_recon > 0
+    return config.loss.cycle and (config.loss.cycle_kl > 0 or config.loss.cycle_recon > 0)
 
 
 def _split(x: tf.Tensor, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return x[:n], x[n:]
+
+
+def _rows(logits: list[tf.Tensor], start: tf.Tensor | int, stop: tf.Tensor | None = None) -> list[tf.Tensor]:
+    """Rows start:stop of every scale's logits."""
+    return [x[start:stop] for x in logits]
+
+
+def _downsample(x: tf.Tensor) -> tf.Tensor:
+    """The next discriminator scale's input: 3x3 average pooling, stride 2 (padding excluded from the mean)."""
+    return tf.nn.avg_pool2d(x, 3, 2, "SAME")
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -60,6 +70,7 @@ class UNIT(MultiWorkerFit, keras.Model):
         self.encoder = nets["encoder"]
         self.generator = nets["generator"]
         self.discriminator = nets["discriminator"]
+        self.coarse_discriminators = nets["coarse_discriminators"]  # multi-scale D: scales 1, 2, ...
         self.classifier_head = build_classifier_head(cfg.model)
         self.coordinates = CoordinateChannels(name="coordinates") if cfg.model.coord_channels else None
         self.seed_generator = keras.random.SeedGenerator(cfg.train.seed, name="latent_noise")
@@ -81,8 +92,8 @@ class UNIT(MultiWorkerFit, keras.Model):
         return tf.cast(self.generator(z, domain=domain, training=training), tf.float32)
 
     def discriminate(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
-        """Real/fake logits [N] of the domain's discriminator."""
-        return tf.reshape(self.discriminator(x, domain=domain, training=training), [-1])
+        """Real/fake logits [N, patches] of the domain's (finest-scale) discriminator."""
+        return tf.reshape(self.discriminator(x, domain=domain, training=training), [tf.shape(x)[0], -1])
 
     def translate(self, x: tf.Tensor, source: str, target: str, training: bool = False) -> tf.Tensor:
         """Deterministic translation (or reconstruction if source == target) through the latent mean."""
@@ -111,29 +122,45 @@ class UNIT(MultiWorkerFit, keras.Model):
         return tf.cast(self.generator.run_private(h, domain, training), tf.float32)
 
     def discriminate_pair(self, x_a: tf.Tensor, x_b: tf.Tensor, training: bool,
-                          with_features: bool = False) -> tuple[tf.Tensor, ...]:
-        """Real/fake logits of D_a(x_a) and D_b(x_b); with_features also the trunk outputs under the head
-        (the highest D features: official h3), which the classifier and the feature loss use."""
-        disc = self.discriminator
+                          with_features: bool = False) -> tuple[Any, ...]:
+        """Real/fake logits of D_a(x_a) and D_b(x_b): lists with one [N, patches] tensor per scale. With
+        with_features also the finest scale's trunk outputs under the head (the highest D features: official
+        h3), which the classifier and the feature loss use."""
+        logits_a, logits_b, feat_a, feat_b = self._discriminate_scale(self.discriminator, x_a, x_b, training)
+        logits_a, logits_b = [logits_a], [logits_b]
+        for disc in self.coarse_discriminators:
+            x_a, x_b = _downsample(x_a), _downsample(x_b)
+            coarse_a, coarse_b, _, _ = self._discriminate_scale(disc, x_a, x_b, training)
+            logits_a.append(coarse_a)
+            logits_b.append(coarse_b)
+        return (logits_a, logits_b, feat_a, feat_b) if with_features else (logits_a, logits_b)
+
+    def _discriminate_scale(self, disc: Any, x_a: tf.Tensor, x_b: tf.Tensor,
+                            training: bool) -> tuple[tf.Tensor, ...]:
+        """One scale's D_a(x_a), D_b(x_b): logits [N, patches] and the trunk outputs under the head."""
         n = tf.shape(x_a)[0]
+        flat = lambda x: tf.reshape(x, [tf.shape(x)[0], -1])  # noqa: E731
         if disc.shared:  # private layers per domain, the shared trunk and head once on the joint batch
             h = tf.concat([disc.run_private(x_a, "a", training), disc.run_private(x_b, "b", training)], 0)
             for layer in disc.shared[:-1]:
                 h = layer(h, training=training)
-            logits = tf.reshape(disc.shared[-1](h, training=training), [-1])
+            logits = flat(disc.shared[-1](h, training=training))
             (logits_a, logits_b), (feat_a, feat_b) = _split(logits, n), _split(h, n)
         else:
-            feat_a, feat_b = self.d_features(x_a, "a", training), self.d_features(x_b, "b", training)
-            logits_a, logits_b = (tf.reshape(disc.private_layers(d)[-1](f, training=training), [-1])
+            feat_a, feat_b = (self._trunk(disc, x, d, training) for x, d in ((x_a, "a"), (x_b, "b")))
+            logits_a, logits_b = (flat(disc.private_layers(d)[-1](f, training=training))
                                   for d, f in (("a", feat_a), ("b", feat_b)))
-        return (logits_a, logits_b, feat_a, feat_b) if with_features else (logits_a, logits_b)
+        return logits_a, logits_b, feat_a, feat_b
+
+    @staticmethod
+    def _trunk(disc: Any, x: tf.Tensor, domain: str, training: bool) -> tf.Tensor:
+        for layer in (disc.private_layers(domain) + disc.shared)[:-1]:
+            x = layer(x, training=training)
+        return x
 
     def d_features(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
         """Output of D_domain's layers below its real/fake head."""
-        layers = self.discriminator.private_layers(domain) + self.discriminator.shared
-        for layer in layers[:-1]:
-            x = layer(x, training=training)
-        return x
+        return self._trunk(self.discriminator, x, domain, training)
 
     def classify_features(self, features: tf.Tensor, training: bool = False) -> tf.Tensor:
         return tf.reshape(self.classifier_head(features, training=training), [tf.shape(features)[0], -1])
@@ -171,7 +198,7 @@ class UNIT(MultiWorkerFit, keras.Model):
         x_b = tf.zeros([2, size, size, cfg.channels_b])
         mean_a, mean_b = self.encode_pair(x_a, x_b, False)
         self.decode_both(tf.concat([mean_a, mean_b], 0), False)
-        _, _, feat_a, _ = self.discriminate_pair(x_a, x_b, False, with_features=True)
+        _, _, feat_a, _ = self.discriminate_pair(x_a, x_b, False, with_features=True)  # every scale
         if self.classifier_head is not None:
             self.classify_features(feat_a)
         self.built = True
@@ -179,7 +206,8 @@ class UNIT(MultiWorkerFit, keras.Model):
     @property
     def d_variables(self) -> list:
         head = self.classifier_head.trainable_variables if self.classifier_head is not None else []
-        return self.discriminator.trainable_variables + head
+        coarse = [v for disc in self.coarse_discriminators for v in disc.trainable_variables]
+        return self.discriminator.trainable_variables + coarse + head
 
     @property
     def g_variables(self) -> list:
@@ -254,9 +282,14 @@ class UNIT(MultiWorkerFit, keras.Model):
         with tf.GradientTape() as g_tape:
             mean_a, mean_b = self.encode_pair(x_a, x_b, training=True)
             z = self._sample(tf.concat([mean_a, mean_b], 0))
-            out_a, out_b = self.decode_both(z, training=True)  # out_a = [x_aa; x_ba], out_b = [x_ab; x_bb]
-            x_aa, x_ba = _split(out_a, n)  # float32 images under every precision policy
-            x_ab, x_bb = _split(out_b, n)
+            if w.recon_stream:
+                out_a, out_b = self.decode_both(z, training=True)  # out_a = [x_aa; x_ba], out_b = [x_ab; x_bb]
+                x_aa, x_ba = _split(out_a, n)  # float32 images under every precision policy
+                x_ab, x_bb = _split(out_b, n)
+            else:  # ablation: translation (and cycle) streams only
+                z_a, z_b = _split(z, n)
+                x_ba, x_ab = self.decode_pair(z_b, z_a, training=True)
+                x_aa = x_bb = None
 
         # --- Step 1: D1, D2 on real images vs. translations (and reconstructions if gan_recon_stream).
         fakes_a, fakes_b = [x_ba], [x_ab]
@@ -269,9 +302,8 @@ class UNIT(MultiWorkerFit, keras.Model):
                 tf.concat([x_b] + [tf.stop_gradient(f) for f in fakes_b], 0),
                 training=True, with_features=True,
             )
-            d_gan = losses.discriminator_gan_loss(logits_a[:n], logits_a[n:]) + losses.discriminator_gan_loss(
-                logits_b[:n], logits_b[n:]
-            )
+            d_gan = (losses.discriminator_gan_loss(_rows(logits_a, 0, n), _rows(logits_a, n), w.gan_type)
+                     + losses.discriminator_gan_loss(_rows(logits_b, 0, n), _rows(logits_b, n), w.gan_type))
             d_gan = self._maybe_inject_nan(d_gan)
             d_loss = w.gan * d_gan + self.weight_penalty(self.d_variables)
             if self.classifier_head is not None:
@@ -286,14 +318,17 @@ class UNIT(MultiWorkerFit, keras.Model):
             fake_a, fake_b, _, fake_feat_b = self.discriminate_pair(
                 tf.concat(fakes_a, 0), tf.concat(fakes_b, 0), training=True, with_features=True)
             # Each stream's GAN term is a mean over its own images (official: trans + recon).
-            g_gan = tf.add_n([losses.generator_gan_loss(part) for logits in (fake_a, fake_b)
-                              for part in tf.split(logits, len(fakes_a))])
+            g_gan = tf.add_n([losses.generator_gan_loss(_rows(logits, i * n, (i + 1) * n), w.gan_type)
+                              for logits in (fake_a, fake_b) for i in range(len(fakes_a))])
             g_gan = self._maybe_inject_nan(g_gan)
             kl = losses.kl_loss(mean_a, w.kl_reduction) + losses.kl_loss(mean_b, w.kl_reduction)
-            recon = (losses.recon_loss(x_a, x_aa, w.recon_distance)
-                     + losses.recon_loss(x_b, x_bb, w.recon_distance))
-            g_loss = w.gan * g_gan + w.kl * kl + w.recon * recon + self.weight_penalty(self.g_variables)
-            values.update({"g_gan": g_gan, "kl": kl, f"recon_{w.recon_distance}": recon})
+            g_loss = w.gan * g_gan + w.kl * kl + self.weight_penalty(self.g_variables)
+            values.update({"g_gan": g_gan, "kl": kl})
+            if w.recon_stream:
+                recon = (losses.recon_loss(x_a, x_aa, w.recon_distance)
+                         + losses.recon_loss(x_b, x_bb, w.recon_distance))
+                g_loss += w.recon * recon
+                values[f"recon_{w.recon_distance}"] = recon
             if w.semantic > 0:
                 # Translations keep their digit: D_b's classifier must read x_ab as the source label.
                 values["semantic"] = losses.classifier_loss(

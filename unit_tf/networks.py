@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from unit_tf.config import ModelConfig
 from unit_tf.errors import UserError
-from unit_tf.layers import PACKAGE, ConvBlock
+from unit_tf.layers import PACKAGE, ConvBlock, ResidualBlock
 
 DOMAINS = ("a", "b")
 
@@ -86,7 +86,13 @@ class CoupledNetwork(keras.layers.Layer):
         return cls(**config)
 
 
-LayerSpec = dict[str, Any]
+LayerSpec = dict[str, Any]  # a layer's constructor arguments; "kind" picks the class (default "conv")
+LAYER_KINDS: dict[str, type[keras.layers.Layer]] = {"conv": ConvBlock, "residual": ResidualBlock}
+
+
+def _layer(spec: LayerSpec, name: str) -> keras.layers.Layer:
+    spec = dict(spec)
+    return LAYER_KINDS[spec.pop("kind", "conv")](**spec, name=name)
 
 
 def _couple(
@@ -119,10 +125,10 @@ def _couple(
     shared: list[keras.layers.Layer] = []
     for i in range(depth):
         if i in shared_idx:
-            shared.append(ConvBlock(**spec_a[i], name=f"{name}_shared_{i}"))
+            shared.append(_layer(spec_a[i], f"{name}_shared_{i}"))
         else:
             for domain, spec in (("a", spec_a), ("b", spec_b)):
-                private[domain].append(ConvBlock(**spec[i], name=f"{name}_{domain}_{i}"))
+                private[domain].append(_layer(spec[i], f"{name}_{domain}_{i}"))
     return CoupledNetwork(private["a"], private["b"], shared, shared_first=shared_first, name=name)
 
 
@@ -200,44 +206,118 @@ def build_classifier_head(cfg: ModelConfig) -> ConvBlock | None:
     """The digit classifier on the shared D trunk (official `conv_cl`): one layer object for both domains."""
     if cfg.num_classes <= 0:
         return None
-    if cfg.shared_discriminator_layers < 2:
+    if cfg.shared_discriminator_layers < 2 or not cfg.share_weights:
         raise UserError(
             "model.num_classes > 0 puts a classifier on the SHARED high discriminator layers: set "
-            f"model.shared_discriminator_layers >= 2 (got {cfg.shared_discriminator_layers}) or num_classes=0"
+            f"model.shared_discriminator_layers >= 2 (got {cfg.shared_discriminator_layers}) and "
+            f"model.share_weights=true (got {str(cfg.share_weights).lower()}), or num_classes=0"
         )
     return ConvBlock(filters=cfg.num_classes, kernel_size=cfg.image_size // 16, name="classifier_head",
                      **_dis_initializers())
 
 
-def build_digit_networks(cfg: ModelConfig) -> dict[str, CoupledNetwork]:
-    """The three coupled pairs of the paper's 32x32 digit architecture."""
-    if cfg.image_size % 16:
-        raise UserError(f"the digit networks need model.image_size divisible by 16, got {cfg.image_size}")
+def _gaussian_init() -> LayerSpec:
+    """Official gaussian_weights_init: N(0, 0.02) conv weights."""
+    return dict(kernel_initializer=keras.initializers.serialize(keras.initializers.RandomNormal(0.0, 0.02)))
+
+
+def _residual_encoder_specs(cfg: ModelConfig) -> list[LayerSpec]:
+    """Official COCOResGen2 encoder: 7x7/1 conv + LeakyReLU, n_downsample 3x3/2 conv + IN + ReLU, then
+    res_blocks instance-norm residual blocks. Latent: [N, size / 2^n, size / 2^n, gen_ch * 2^n]."""
+    c = cfg.gen_ch
+    norm = dict(norm="instance", bn_epsilon=cfg.bn_epsilon, **_gaussian_init())
+    specs = [dict(filters=c, kernel_size=7, padding=3, activation="leaky_relu", leaky_slope=cfg.leaky_slope,
+                  **_gaussian_init())]
+    for _ in range(cfg.n_downsample):
+        c *= 2
+        specs.append(dict(filters=c, kernel_size=3, strides=2, padding=1, activation="relu", **norm))
+    return specs + [dict(kind="residual", filters=c, **norm) for _ in range(cfg.res_blocks)]
+
+
+def _residual_generator_specs(cfg: ModelConfig, out_channels: int) -> list[LayerSpec]:
+    """The encoder mirrored: res_blocks residual blocks, n_downsample 4x4/2 transposed conv + IN + ReLU,
+    then a 1x1 conv + tanh to the domain's channels."""
+    c = cfg.gen_ch * 2**cfg.n_downsample
+    norm = dict(norm="instance", bn_epsilon=cfg.bn_epsilon, **_gaussian_init())
+    specs = [dict(kind="residual", filters=c, **norm) for _ in range(cfg.res_blocks)]
+    for _ in range(cfg.n_downsample):
+        c //= 2
+        specs.append(dict(filters=c, kernel_size=4, strides=2, padding=1, transpose=True, activation="relu",
+                          **norm))
+    return specs + [dict(filters=out_channels, kernel_size=1, activation="tanh", **_gaussian_init())]
+
+
+def _residual_discriminator_specs(cfg: ModelConfig) -> list[LayerSpec]:
+    """Official COCODis: dis_layers 3x3/2 conv + LeakyReLU(0.2) layers doubling the width, then a 1x1 conv
+    to a patch of real/fake logits [N, size / 2^dis_layers, size / 2^dis_layers, 1]."""
+    block = dict(kernel_size=3, strides=2, padding=1, activation="leaky_relu", leaky_slope=0.2, **_gaussian_init())
+    specs = [dict(filters=cfg.dis_ch * 2**i, **block) for i in range(cfg.dis_layers)]
+    return specs + [dict(filters=1, kernel_size=1, **_gaussian_init())]
+
+
+def _shared_counts(cfg: ModelConfig) -> tuple[int, int, int]:
+    """(encoder, generator, discriminator) shared layer counts; none with model.share_weights=false."""
+    if not cfg.share_weights:
+        return 0, 0, 0
+    return cfg.shared_encoder_layers, cfg.shared_generator_layers, cfg.shared_discriminator_layers
+
+
+def _coupled_networks(cfg: ModelConfig, encoder: Callable[[], list[LayerSpec]],
+                      generator: Callable[[int], list[LayerSpec]], discriminator: Callable[[], list[LayerSpec]],
+                      scales: int = 1) -> dict[str, Any]:
+    """E, G and D (one D per scale) of an architecture from its per-domain layer lists."""
     out = {"a": cfg.channels_a, "b": cfg.channels_b}
     differ = cfg.channels_a != cfg.channels_b
+    n_enc, n_gen, n_dis = _shared_counts(cfg)
+    discriminators = [
+        _couple(name, lambda d: discriminator(), n_dis, shared_first=False,
+                setting="model.shared_discriminator_layers", inputs_differ=differ)
+        for name in ["discriminator"] + [f"discriminator_scale{k}" for k in range(1, scales)]
+    ]
     return {
-        "encoder": _couple(
-            "encoder", lambda d: _digit_encoder_specs(cfg), cfg.shared_encoder_layers,
-            shared_first=False, setting="model.shared_encoder_layers", inputs_differ=differ,
-        ),
-        "generator": _couple(
-            "generator", lambda d: _digit_generator_specs(cfg, out[d]), cfg.shared_generator_layers,
-            shared_first=True, setting="model.shared_generator_layers",
-        ),
-        "discriminator": _couple(
-            "discriminator", lambda d: _digit_discriminator_specs(cfg), cfg.shared_discriminator_layers,
-            shared_first=False, setting="model.shared_discriminator_layers",
-            inputs_differ=differ,
-        ),
+        "encoder": _couple("encoder", lambda d: encoder(), n_enc, shared_first=False,
+                           setting="model.shared_encoder_layers", inputs_differ=differ),
+        "generator": _couple("generator", lambda d: generator(out[d]), n_gen, shared_first=True,
+                             setting="model.shared_generator_layers"),
+        "discriminator": discriminators[0],
+        "coarse_discriminators": discriminators[1:],
     }
 
 
-ARCHITECTURES: dict[str, Callable[[ModelConfig], dict[str, CoupledNetwork]]] = {
+def build_digit_networks(cfg: ModelConfig) -> dict[str, Any]:
+    """The three coupled pairs of the paper's 32x32 digit architecture."""
+    if cfg.image_size % 16:
+        raise UserError(f"the digit networks need model.image_size divisible by 16, got {cfg.image_size}")
+    if cfg.dis_scales != 1:
+        raise UserError("the digit networks have one discriminator scale: set model.dis_scales=1")
+    return _coupled_networks(cfg, lambda: _digit_encoder_specs(cfg),
+                             lambda out: _digit_generator_specs(cfg, out), lambda: _digit_discriminator_specs(cfg))
+
+
+def build_residual_networks(cfg: ModelConfig) -> dict[str, Any]:
+    """The paper's translation networks (residual E/G with instance norm, stride-2 D, optional multi-scale)."""
+    step = 2**cfg.n_downsample
+    if cfg.image_size % step:
+        raise UserError(f"model.image_size {cfg.image_size} must be divisible by 2^model.n_downsample = {step}")
+    smallest = cfg.image_size // 2 ** (cfg.dis_scales - 1)
+    if smallest < 2**cfg.dis_layers:
+        raise UserError(
+            f"a {cfg.dis_layers}-layer discriminator needs inputs of at least {2**cfg.dis_layers} px, but its "
+            f"coarsest scale sees {smallest} px: lower model.dis_layers or model.dis_scales"
+        )
+    return _coupled_networks(cfg, lambda: _residual_encoder_specs(cfg),
+                             lambda out: _residual_generator_specs(cfg, out),
+                             lambda: _residual_discriminator_specs(cfg), scales=cfg.dis_scales)
+
+
+ARCHITECTURES: dict[str, Callable[[ModelConfig], dict[str, Any]]] = {
     "digits": build_digit_networks,
+    "residual": build_residual_networks,
 }
 
 
-def build_networks(cfg: ModelConfig) -> dict[str, CoupledNetwork]:
+def build_networks(cfg: ModelConfig) -> dict[str, Any]:
+    """{"encoder", "generator", "discriminator": CoupledNetwork, "coarse_discriminators": [CoupledNetwork]}."""
     if cfg.architecture not in ARCHITECTURES:
         raise UserError(
             f"unknown model.architecture '{cfg.architecture}'; choose one of: {', '.join(ARCHITECTURES)}"

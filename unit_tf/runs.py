@@ -73,25 +73,19 @@ class RunDir:
         for path in (self.metrics_csv, self.accuracy_csv, self.config_path):
             path.unlink(missing_ok=True)
 
-    def prepare(self, config: UNITConfig, overwrite: bool = False) -> bool:
-        """Create the run directory, or accept an existing one holding the same run.
-
-        Returns True if the directory already held this run (training resumes). The step count,
-        cadences, strategy and data location may differ; anything else is another run and is refused,
-        unless `overwrite` (then the old run's files are deleted first).
-        """
-        self.check(config, overwrite)
+    def prepare(self, config: UNITConfig, overwrite: bool = False) -> None:
+        """Create the run directory (after `check` accepted it): with `overwrite` the old run's files are
+        deleted first; the config is (re)written, since the step count and cadences may have changed."""
         if overwrite and self.config_path.is_file():
             self.clear()
-        existing = self.config_path.is_file()
         for folder in (self.root, self.checkpoints, self.logs, self.samples):
             folder.mkdir(parents=True, exist_ok=True)
         self.write_config(config)
-        return existing
 
     def check(self, config: UNITConfig, overwrite: bool = False) -> None:
-        """The refusals of `prepare`, reading only (multi-worker: every worker checks, only the chief writes,
-        so all of them stop with the same error instead of waiting for a chief that failed)."""
+        """Refuse a directory that holds another run (settings that define the run differ) unless `overwrite`,
+        or that holds other files. Reads only: in multi-worker training every worker checks before the chief
+        writes, so all of them stop with the same error instead of waiting for a chief that failed."""
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"--output-dir {self.root} is a file; choose a directory")
         if overwrite and self.config_path.is_file():

@@ -26,8 +26,9 @@ from unit_tf.callbacks import (
 )
 from unit_tf.checkpoints import RunCheckpoint
 from unit_tf.config import UNITConfig
-from unit_tf.data.pipeline import DomainData, load_pair, to_model_range, train_dataset, with_inverted
-from unit_tf.distribute import barrier, is_chief, make_strategy, worker_count
+from unit_tf.data.pipeline import DomainData, to_model_range
+from unit_tf.data.sources import load_run_data
+from unit_tf.distribute import barrier, check_batch_size, is_chief, make_strategy
 from unit_tf.errors import TrainingDiverged, TrainingInterrupted, UserError
 from unit_tf.model import UNIT, build_model
 from unit_tf.runs import RunDir
@@ -57,49 +58,43 @@ def signal_guard() -> Iterator[list[int]]:
 
 
 def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None,
-          export_dir: str | Path | None = None, overwrite: bool = False) -> UNIT:
+          export_dir: str | Path | None = None, overwrite: bool = False,
+          callbacks: list[keras.callbacks.Callback] | None = None) -> UNIT:
     """Train (or resume) the run in `output_dir` up to `config.train.steps`; returns the model.
 
     With `export_dir`, a run that completed (or reached train.time_limit_minutes) exports a SavedModel to
     `export_dir/<version>/` at the end. SIGINT / SIGTERM save a checkpoint and raise TrainingInterrupted; a
-    non-finite loss raises TrainingDiverged (stop mode) with the last good checkpoint kept.
+    non-finite loss raises TrainingDiverged (stop mode) with the last good checkpoint kept. `callbacks` are
+    extra Keras callbacks (e.g. a benchmark's own measurements), run after the built-in ones.
     """
     started = time.time()
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(config.train.strategy)
-    replicas = strategy.num_replicas_in_sync
-    if config.data.batch_size % replicas:
-        raise UserError(f"--batch-size {config.data.batch_size} is not divisible by the {replicas} replicas; "
-                        f"use a multiple of {replicas}")
+    check_batch_size(config.data.batch_size, strategy)
     shared = RunDir(Path(output_dir))  # the run directory; only the chief writes it
     chief = is_chief(strategy)
     # Other workers write the same files to a private folder, deleted at the end (TF multi-worker guide).
     run = shared if chief else RunDir(Path(tempfile.mkdtemp(prefix="unit_tf_worker_")))
     try:
-        return _train(config, strategy, shared, run, started, verbose, export_dir, overwrite)
+        return _train(config, strategy, shared, run, started, verbose, export_dir, overwrite, callbacks or [])
     finally:
         if not chief:
             shutil.rmtree(run.root, ignore_errors=True)
 
 
 def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir, run: RunDir, started: float,
-           verbose: int | None, export_dir: str | Path | None, overwrite: bool) -> UNIT:
+           verbose: int | None, export_dir: str | Path | None, overwrite: bool,
+           extra_callbacks: list[keras.callbacks.Callback]) -> UNIT:
     """`train` on this worker: `run` is where it writes (the run directory on the chief), `shared` the run
     directory it resumes from."""
     chief = run is shared
-    train_a, train_b = load_pair(config.data.dataset, "train", config.data.data_dir, config.model.image_size)
-    test_a, test_b = load_pair(config.data.dataset, "test", config.data.data_dir, config.model.image_size)
-    train_a = with_inverted(train_a) if config.data.invert_a else train_a
-    train_b = with_inverted(train_b) if config.data.invert_b else train_b
+    data = load_run_data(config, SAMPLE_IMAGES)
     # Every worker checks the run directory before the chief writes to it, so a refusal stops them all.
     shared.check(config, overwrite=overwrite)
     resuming = shared.config_path.is_file() and not overwrite
     barrier(strategy)
-    if chief:
-        resuming = run.prepare(config, overwrite=overwrite)
-    else:
-        run.prepare(config)
+    run.prepare(config, overwrite=overwrite and chief)
     barrier(strategy)  # the chief's directory is ready (and cleared with overwrite) before anyone restores
 
     keras.utils.set_random_seed(config.train.seed)
@@ -113,7 +108,7 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
     truncate_csv(run.accuracy_csv, start)
     adapting = model.classifier_head is not None
     if adapting and start == 0 and config.train.classifier_warmup_steps > 0:
-        _warm_up_classifier(model, config, train_a, test_a, test_b, run, strategy, verbose)
+        _warm_up_classifier(model, config, data.train_a, data.test_a, data.test_b, run, strategy, verbose)
     if start >= config.train.steps:
         print(f"{shared.root} is already at step {start} >= --steps {config.train.steps}; nothing to do",
               flush=True)
@@ -125,29 +120,29 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
         verbose = 1 if sys.stdout.isatty() else 0
     with signal_guard() as received:
         stop = StopRequests(received, config.train.time_limit_minutes, start=started,
-                            strategy=strategy if worker_count(strategy) > 1 else None)
+                            strategy=strategy)
         callbacks = [
             guard,
             stop,
             TrainingLogger(run.metrics_csv, writer, config.train.log_every, config.train.steps),
             SampleWriter(
                 run.samples, writer,
-                to_model_range(test_a.images[:SAMPLE_IMAGES]).numpy(),
-                to_model_range(test_b.images[:SAMPLE_IMAGES]).numpy(),
+                to_model_range(data.samples_a).numpy(),
+                to_model_range(data.samples_b).numpy(),
                 config.train.sample_every,
             ),
             CheckpointSaver(checkpoint, config.train.checkpoint_every, guard),
         ]
         if adapting:
             callbacks.append(adaptation.AccuracyLogger(run.accuracy_csv, writer, config.train.eval_every,
-                                                       test_a, test_b))
+                                                       data.test_a, data.test_b))
+        callbacks += extra_callbacks
         step = start
         try:
             # Skipped (non-finite) steps do not count, so fit again until the step count is reached.
             while (step < config.train.steps and not stop.signalled and guard.diverged is None
                    and not stop.time_reached):
-                dataset = train_dataset(train_a, train_b, config.data.batch_size, config.train.seed,
-                                        start_step=step, source_labels=adapting)
+                dataset = data.train_dataset(step, source_labels=adapting)
                 model.fit(dataset, epochs=1, steps_per_epoch=config.train.steps - step, callbacks=callbacks,
                           verbose=verbose, shuffle=False)
                 step = checkpoint.step

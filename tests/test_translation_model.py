@@ -1,0 +1,163 @@
+"""The residual translation networks (paper Sec. 4, official COCOResGen2 / COCODis) and the paper's ablation
+switches: shapes, instance norm, which layers are shared, and that every variant trains."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import tiny_translation_config
+
+from unit_tf.config import PRESETS, UNITConfig, apply_overrides, translation_preset
+from unit_tf.errors import UserError
+from unit_tf.layers import ResidualBlock
+from unit_tf.model import UNIT, build_model, metric_names
+
+SIZE = 16
+
+
+def _batch(n: int = 2, seed: int = 0) -> dict[str, tf.Tensor]:
+    rng = np.random.default_rng(seed)
+    return {d: tf.constant(rng.uniform(-1, 1, (n, SIZE, SIZE, 3)), tf.float32) for d in ("x_a", "x_b")}
+
+
+def _paths(layers: list) -> set[str]:
+    return {v.path for layer in layers for v in layer.trainable_variables}
+
+
+def _network_paths(net, domain: str) -> set[str]:
+    return _paths(net.private_layers(domain) + net.shared)
+
+
+def test_shapes_latent_and_instance_norm():
+    config = tiny_translation_config()
+    model = build_model(config)
+    x = _batch(3)
+    z = model.encode(x["x_a"], "a")
+    # 7x7 conv, two stride-2 downsamplings: a spatial latent of 4 * gen_ch channels.
+    assert z.shape == (3, SIZE // 4, SIZE // 4, 4 * config.model.gen_ch)
+    out = model(x)
+    assert out["a_to_b"].shape == (3, SIZE, SIZE, 3) and out["a_to_b"].dtype == tf.float32
+    assert float(tf.reduce_max(tf.abs(out["a_to_b"]))) <= 1.0
+    # Patch discriminator: 2 stride-2 layers -> 4x4 logits per image.
+    assert model.discriminate(x["x_b"], "b").shape == (3, (SIZE // 4) ** 2)
+    assert len(model.encoder.private_a) == 1 + 2 + 1 and isinstance(model.encoder.shared[0], ResidualBlock)
+    assert isinstance(model.generator.shared[0], ResidualBlock)
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.GroupNormalization)]
+    # Instance norm: groups=-1 becomes one group per channel when built.
+    assert norms and all(n.groups == n.gamma.shape[0] if n.scale else n.groups == n.beta.shape[0] for n in norms)
+    assert all(n.epsilon == 1e-5 for n in norms)
+
+
+def test_shared_residual_blocks_are_one_object_for_both_domains():
+    model = build_model(tiny_translation_config())
+    for net in (model.encoder, model.generator):
+        a, b = _network_paths(net, "a"), _network_paths(net, "b")
+        assert a & b == _paths(net.shared) and _paths(net.shared)
+    assert not _network_paths(model.discriminator, "a") & _network_paths(model.discriminator, "b")
+    shared = [v for layer in model.encoder.shared + model.generator.shared for v in layer.trainable_variables]
+    x = _batch()
+    for domain in ("a", "b"):  # both domains' VAEs run through (and train) the shared blocks
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model.translate(x[f"x_{domain}"], domain, domain, training=True))
+        assert all(g is not None for g in tape.gradient(loss, shared))
+
+
+# Each ablation of the paper as config switches: (overrides, expected shared layers (E, G, D)).
+ABLATIONS = {
+    "default": ({}, (1, 1, 0)),
+    "no_sharing": ({"model.shared_encoder_layers": 0, "model.shared_generator_layers": 0}, (0, 0, 0)),
+    "share_more": ({"model.shared_encoder_layers": 3, "model.shared_generator_layers": 4,
+                    "model.shared_discriminator_layers": 2}, (3, 4, 2)),
+    "share_all_but_input": ({"model.shared_encoder_layers": 4, "model.shared_generator_layers": 5}, (4, 5, 0)),
+    "deeper_d": ({"model.dis_layers": 3}, (1, 1, 0)),
+    "recon_weight": ({"loss.recon": 10.0}, (1, 1, 0)),
+    "cyclegan": ({"model.share_weights": False, "loss.recon_stream": False}, (0, 0, 0)),
+    "no_cycle": ({"loss.cycle": False}, (1, 1, 0)),
+    "multiscale_lsgan": ({"model.dis_scales": 2, "loss.gan_type": "lsgan"}, (1, 1, 0)),
+}
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_ablation_switch_builds_shares_and_trains(name):
+    overrides, (enc, gen, dis) = ABLATIONS[name]
+    config = tiny_translation_config(**overrides)
+    model = build_model(config)
+    assert (len(model.encoder.shared), len(model.generator.shared), len(model.discriminator.shared)) == (enc, gen,
+                                                                                                         dis)
+    # Every variable exists once, however many layers are shared.
+    variables = model.trainable_variables
+    assert len({v.path for v in variables}) == len(variables)
+    before = [v.numpy().copy() for v in model.g_variables + model.d_variables]
+    for seed in range(2):  # eagerly: tracing the step would cost more than running it
+        logs = model.train_step(_batch(seed=seed))
+    assert set(logs) == set(metric_names(config))
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    after = model.g_variables + model.d_variables
+    assert all(not np.array_equal(b, a.numpy()) for b, a in zip(before, after, strict=True))
+    if name == "cyclegan":
+        assert "recon_l1" not in logs and "cycle_l1" in logs
+    if name == "no_cycle":
+        assert "cycle_l1" not in logs and "recon_l1" in logs
+    if name == "deeper_d":
+        assert model.discriminate(_batch()["x_a"], "a").shape == (2, (SIZE // 8) ** 2)
+
+
+def test_multiscale_discriminator_sees_pooled_inputs():
+    model = build_model(tiny_translation_config(**{"model.dis_scales": 2}))
+    logits_a, logits_b = model.discriminate_pair(_batch()["x_a"], _batch()["x_b"], training=False)
+    assert [x.shape for x in logits_a] == [(2, 16), (2, 4)]  # 16 px -> 4x4 patches, 8 px -> 2x2
+    assert len(model.coarse_discriminators) == 1
+    coarse = {v.path for v in model.coarse_discriminators[0].trainable_variables}
+    assert coarse <= {v.path for v in model.d_variables} and not coarse & _paths(model.discriminator.private_a)
+
+
+def test_lsgan_and_bce_losses_differ_on_the_same_logits():
+    from unit_tf import losses
+
+    real, fake = tf.constant([[2.0, 0.0]]), tf.constant([[-1.0, 1.0]])
+    assert float(losses.discriminator_gan_loss(real, fake, "lsgan")) == pytest.approx((1 + 1) / 2 + (1 + 1) / 2)
+    bce = float(losses.discriminator_gan_loss(real, fake, "bce"))
+    assert bce == pytest.approx(float(np.mean(np.log1p(np.exp([-2.0, 0.0])) + np.log1p(np.exp([-1.0, 1.0])))))
+    # Multi-scale: the sum of each scale's mean.
+    both = float(losses.generator_gan_loss([fake, tf.constant([[3.0]])], "lsgan"))
+    assert both == pytest.approx((4 + 0) / 2 + 4)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.shared_encoder_layers": 6}, "model.shared_encoder_layers must be between 0 and 5"),
+    ({"model.dis_layers": 5}, "needs inputs of at least 32 px"),
+    ({"model.image_size": 18}, r"divisible by 2\^model.n_downsample"),
+    ({"loss.gan_type": "wgan"}, "loss.gan_type must be one of bce, lsgan"),
+    ({"loss.recon_stream": False, "loss.gan_recon_stream": True}, "needs the reconstruction stream"),
+])
+def test_bad_translation_settings_are_one_clear_error(overrides, message):
+    with pytest.raises(UserError, match=message):
+        build_model(tiny_translation_config(**overrides))
+
+
+def test_residual_model_round_trips_through_get_config():
+    model = build_model(tiny_translation_config(**{"model.dis_scales": 2}))
+    clone = UNIT.from_config(model.get_config())
+    assert clone.unit_config == model.unit_config
+    assert len(clone.weights) == len(model.weights)
+    block = model.encoder.shared[0]
+    assert ResidualBlock.from_config(block.get_config()).get_config() == block.get_config()
+
+
+def test_translation_presets():
+    for name, size, layers in (("translation_256", 256, 6), ("translation_128", 128, 5), ("small", 32, 3)):
+        config = UNITConfig(preset=name)
+        apply_overrides(config, PRESETS[name])
+        assert (config.model.image_size, config.model.dis_layers, config.model.architecture) == (size, layers,
+                                                                                                "residual")
+        assert config.model.gen_ch * 2 ** config.model.n_downsample >= 4
+    paper = UNITConfig(preset="translation_256")
+    apply_overrides(paper, PRESETS["translation_256"])
+    loss, opt = paper.loss, paper.optimizer
+    assert (loss.gan, loss.kl, loss.recon, loss.cycle_kl, loss.cycle_recon) == (10, 0.1, 100, 0.1, 100)
+    assert (paper.data.batch_size, opt.learning_rate, opt.beta_1, opt.beta_2, opt.weight_decay) == (
+        1, 1e-4, 0.5, 0.999, 1e-4)
+    assert [translation_preset(s) for s in (32, 64, 96, 128, 256, None)] == [
+        "small", "small", "translation_128", "translation_128", "translation_256", "translation_256"]

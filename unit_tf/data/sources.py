@@ -1,0 +1,82 @@
+"""A run's data, whatever the data set (digit pairs or translation images): the training stream, the
+fixed sample images of the grids, and the test images of evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from unit_tf.config import UNITConfig
+from unit_tf.data.image_domains import ImagePair, is_image_dataset, load_image_pair
+from unit_tf.data.pipeline import DomainData, load_pair, train_dataset, with_inverted
+from unit_tf.errors import UserError
+
+#: Test images per domain that evaluation of a translation data set uses by default.
+EVAL_IMAGES = 256
+
+
+def _image_pair(config: UNITConfig, train: bool = True) -> ImagePair:
+    """The config's image domains; for evaluation (train=False) nothing is cached for training."""
+    data = config.data
+    return load_image_pair(data.dataset, config.model.image_size, data.domain_a, data.domain_b, data.attribute,
+                           load_size=data.load_size, flip=data.flip, cache_mb=data.cache_mb if train else 0)
+
+
+def _unlabelled(name: str, images: np.ndarray) -> DomainData:
+    return DomainData(name, images, np.zeros(len(images), np.int64))
+
+
+@dataclass
+class RunData:
+    """What training reads. `train_a` / `test_a` / `test_b` are the labelled digit splits (None for
+    translation images, which have no labels); `samples_*` are uint8 images of the sample grids."""
+
+    config: UNITConfig
+    samples_a: np.ndarray
+    samples_b: np.ndarray
+    images: ImagePair | None = None
+    train_a: DomainData | None = None
+    train_b: DomainData | None = None
+    test_a: DomainData | None = None
+    test_b: DomainData | None = None
+
+    def train_dataset(self, start_step: int, source_labels: bool = False) -> tf.data.Dataset:
+        """Endless {"x_a", "x_b"} (+ "y_a") batches of data.batch_size images per domain, from `start_step`."""
+        batch, seed = self.config.data.batch_size, self.config.train.seed
+        if self.images is not None:
+            return self.images.train_dataset(batch, seed, start_step)
+        return train_dataset(self.train_a, self.train_b, batch, seed, start_step=start_step,
+                             source_labels=source_labels)
+
+
+def load_run_data(config: UNITConfig, sample_images: int) -> RunData:
+    """Load (and check) the run's data before anything is written: digits into memory, images indexed."""
+    if is_image_dataset(config.data.dataset):
+        pair = _image_pair(config)
+        return RunData(config, pair.test_images("a", sample_images), pair.test_images("b", sample_images), pair)
+    data, size = config.data, config.model.image_size
+    train_a, train_b = load_pair(data.dataset, "train", data.data_dir, size)
+    test_a, test_b = load_pair(data.dataset, "test", data.data_dir, size)
+    train_a = with_inverted(train_a) if data.invert_a else train_a
+    train_b = with_inverted(train_b) if data.invert_b else train_b
+    return RunData(config, test_a.images[:sample_images], test_b.images[:sample_images],
+                   train_a=train_a, train_b=train_b, test_a=test_a, test_b=test_b)
+
+
+def load_eval_pair(config: UNITConfig, split: str = "test", data_dir: str | None = None,
+                   limit: int | None = None) -> tuple[DomainData, DomainData]:
+    """Both domains' images of a split (digits: with labels). Translation data: the test images (or each
+    folder's own images when it has no test split), at most `limit` (default EVAL_IMAGES) per domain."""
+    if is_image_dataset(config.data.dataset):
+        if split != "test":
+            raise UserError(f"translation data sets are evaluated on their test images; drop --split {split}")
+        pair = _image_pair(config, train=False)
+        limit = limit or EVAL_IMAGES
+        return (_unlabelled(pair.name_a, pair.test_images("a", limit)),
+                _unlabelled(pair.name_b, pair.test_images("b", limit)))
+    a, b = load_pair(config.data.dataset, split, data_dir or config.data.data_dir, config.model.image_size)
+    if limit:
+        a, b = (DomainData(d.name, d.images[:limit], d.labels[:limit]) for d in (a, b))
+    return a, b

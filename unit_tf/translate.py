@@ -1,0 +1,305 @@
+"""Translate image files with a trained run: `python -m unit_tf.translate --run-dir R --direction a2b ...`.
+
+    python -m unit_tf.translate --run-dir R --direction a2b|b2a --input DIR_OR_FILE --output DIR
+        [--size input|model] [--batch-size N] [--overwrite]
+
+Every jpg/jpeg/png/bmp/webp/gif under --input (searched recursively; other files are ignored) is converted to
+the source domain's channels (gray or RGB; alpha is dropped, a GIF's first frame is used), resized to the
+model's S x S (bilinear, antialiased), translated, and written to DIR/<its path relative to --input>, in the
+format of its extension, at the input's own size (--size input) or S x S (--size model). Gray results are
+written as one-channel images (WebP has no gray mode: RGB there). Writes are atomic, existing files are never
+replaced without --overwrite, and --output may not overlap a scanned --input folder. TensorFlow is imported
+only once the files are checked, so bad flags and paths fail fast.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, TextIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from unit_tf.errors import UserError
+from unit_tf.files import write_bytes
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from unit_tf.model import UNIT
+
+PROG = "python -m unit_tf.translate"
+#: File extension (lower case) -> PIL format and save options.
+FORMATS: dict[str, tuple[str, dict]] = {
+    ".png": ("PNG", {}),
+    ".jpg": ("JPEG", {"quality": 95}),
+    ".jpeg": ("JPEG", {"quality": 95}),
+    ".bmp": ("BMP", {}),
+    ".webp": ("WEBP", {"quality": 95}),
+    ".gif": ("GIF", {}),
+}
+DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}
+SIZES = ("input", "model")
+#: Unreadable files named in the warning line; the rest are counted.
+NAMED_SKIPS = 5
+
+
+class Job(NamedTuple):
+    """One image to translate: where it is read and where its translation is written."""
+
+    source: Path
+    target: Path
+
+
+@dataclass
+class TranslationResult:
+    """What a translation wrote, and the input files it skipped as unreadable."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+
+
+class UnreadableImage(Exception):
+    """An input file that PIL cannot decode (corrupt, truncated, not really an image)."""
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in FORMATS
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively, sorted; symbolic links to folders are not followed."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found.extend(Path(root) / name for name in sorted(files) if is_image_file(Path(name)))
+    return found
+
+
+def plan_translation(input_path: str | Path, output_dir: str | Path, overwrite: bool = False) -> list[Job]:
+    """The (input file, output file) pairs for `input_path` (a file or a folder); refuses, before anything is
+    translated, a missing input, no images, an output overlapping a scanned input, and existing outputs
+    unless `overwrite`."""
+    inp, out = Path(input_path), Path(output_dir)
+    if not inp.exists():
+        raise UserError(f"--input {inp} does not exist; pass an image file or a folder of images")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output {out} is a file; pass a folder (it is created if missing)")
+    inp_real, out_real = inp.resolve(), out.resolve()
+    if inp.is_dir():
+        if out_real == inp_real or out_real.is_relative_to(inp_real) or inp_real.is_relative_to(out_real):
+            raise UserError(f"--output {out} overlaps --input {inp}; choose an output folder outside the input "
+                            "(and not containing it), so no input is overwritten or translated twice")
+        sources = find_images(inp)
+        if not sources:
+            extensions = "/".join(ext.lstrip(".") for ext in FORMATS)
+            raise UserError(f"--input {inp} holds no images ({extensions}); pass a folder that contains some")
+        jobs = [Job(path, out / path.relative_to(inp)) for path in sources]
+    else:
+        if not is_image_file(inp):
+            raise UserError(f"--input {inp} is not an image file ({', '.join(FORMATS)}); pass an image or a folder")
+        if out_real in (inp_real.parent, inp.absolute().parent.resolve()):
+            raise UserError(f"--output {out} is the folder of --input {inp}, so the translation would replace it; "
+                            "choose another output folder")
+        jobs = [Job(inp, out / inp.name)]
+    for job in jobs:
+        if job.target.is_dir():
+            raise UserError(f"{job.target} is a folder; remove it or choose another --output")
+        if job.target.exists() and not overwrite:
+            raise UserError(f"{job.target} already exists; pass --overwrite to replace it, or choose another "
+                            "--output")
+    return jobs
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode an image of any mode, upright (EXIF orientation applied); UnreadableImage if it cannot be."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except Exception as err:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) on bad data
+        raise UnreadableImage(f"{path}: {err}") from err
+
+
+def to_channels(image: Image.Image, channels: int) -> np.ndarray:
+    """uint8 H x W x `channels` (1: luminance, 3: RGB); alpha is dropped, palettes are expanded."""
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")  # a palette's transparency is kept in alpha, then dropped below
+    array = np.asarray(image.convert("L" if channels == 1 else "RGB"), np.uint8)
+    return array[..., None] if channels == 1 else array
+
+
+def preprocess(image: Image.Image, size: int, channels: int) -> np.ndarray:
+    """float32 size x size x channels in [-1, 1], as the training pipeline prepares images (resize to uint8)."""
+    import tensorflow as tf
+
+    x = to_channels(image, channels)
+    if x.shape[:2] != (size, size):
+        resized = tf.image.resize(tf.cast(x, tf.float32), (size, size), method="bilinear", antialias=True)
+        x = np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+    return x.astype(np.float32) / 127.5 - 1.0
+
+
+def postprocess(y: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A translated float image in [-1, 1] -> uint8, resized to `size` = (width, height) if given."""
+    x = (np.asarray(y, np.float32) + 1.0) * 127.5
+    if size is not None and (x.shape[1], x.shape[0]) != tuple(size):
+        import tensorflow as tf
+
+        width, height = size
+        x = tf.image.resize(x, (height, width), method="bilinear", antialias=True).numpy()
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def encode_image(pixels: np.ndarray, suffix: str) -> bytes:
+    """uint8 H x W x C (C = 1 or 3) in the format of the file extension `suffix`."""
+    fmt, options = FORMATS[suffix.lower()]
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def write_image(pixels: np.ndarray, path: Path) -> Path:
+    """Encode and write atomically: the file appears complete or not at all."""
+    data = encode_image(pixels, path.suffix)
+    try:
+        return write_bytes(path, data)
+    except OSError as err:
+        raise UserError(f"could not write {path} ({err.strerror or err}); free disk space or choose a writable "
+                        "--output") from None
+
+
+def make_translator(model: UNIT, source: str, target: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """One tf.function, traced once for any batch size: [N, S, S, C_source] -> [N, S, S, C_target] in [-1, 1]."""
+    import tensorflow as tf
+
+    cfg = model.unit_config.model
+    channels = {"a": cfg.channels_a, "b": cfg.channels_b}
+    spec = tf.TensorSpec([None, cfg.image_size, cfg.image_size, channels[source]], tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def translate(x: tf.Tensor) -> tf.Tensor:
+        y = model.translate(x, source, target, training=False)
+        return tf.clip_by_value(tf.cast(y, tf.float32), -1.0, 1.0)
+
+    return translate
+
+
+class Progress:
+    """Images done, on stderr: a `\\r` counter on a terminal, else a line per ~10 %; silent for one batch."""
+
+    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None) -> None:
+        self.total, self.enabled = total, enabled
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.decile = 0
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            end = "\n" if done >= self.total else ""
+            self.stream.write(f"\rtranslating: {done}/{self.total}{end}")
+        elif done * 10 // self.total > self.decile:
+            self.decile = done * 10 // self.total
+            self.stream.write(f"translating: {done}/{self.total} ({100 * done // self.total}%)\n")
+        self.stream.flush()
+
+
+def _chunks(jobs: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
+    for start in range(0, len(jobs), size):
+        yield jobs[start:start + size]
+
+
+def translate_files(model: UNIT, jobs: Sequence[Job], direction: str = "a2b", size: str = "input",
+                    batch_size: int = 16, progress: bool = False) -> TranslationResult:
+    """Translate each job's image and write it; unreadable inputs are skipped (listed in the result), and a
+    UserError is raised if none could be read."""
+    if direction not in DIRECTIONS:
+        raise UserError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    if size not in SIZES:
+        raise UserError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    if batch_size <= 0:
+        raise UserError(f"batch size must be positive, got {batch_size}")
+    source, target = DIRECTIONS[direction]
+    cfg = model.unit_config.model
+    source_channels = cfg.channels_a if source == "a" else cfg.channels_b
+    translate = make_translator(model, source, target)
+    result = TranslationResult()
+    bar = Progress(len(jobs), progress and len(jobs) > batch_size)
+    done = 0
+    for chunk in _chunks(jobs, batch_size):
+        batch, kept, sizes = [], [], []
+        for job in chunk:
+            try:
+                image = load_image(job.source)
+                batch.append(preprocess(image, cfg.image_size, source_channels))
+            except (UnreadableImage, ValueError):  # ValueError: a mode PIL cannot convert
+                result.skipped.append(job.source)
+                continue
+            kept.append(job)
+            sizes.append(image.size)
+        if batch:
+            translated = translate(np.stack(batch)).numpy()
+            for job, image_size, y in zip(kept, sizes, translated, strict=True):
+                pixels = postprocess(y, image_size if size == "input" else None)
+                result.written.append(write_image(pixels, job.target))
+        done += len(chunk)
+        bar.update(done)
+    if not result.written:
+        raise UserError(f"none of the {len(jobs)} input image(s) could be read ({skip_names(result.skipped)}); "
+                        "pass valid image files")
+    return result
+
+
+def translate_paths(model: UNIT, input_path: str | Path, output_dir: str | Path, direction: str = "a2b",
+                    size: str = "input", batch_size: int = 16, overwrite: bool = False,
+                    progress: bool = False) -> TranslationResult:
+    """Translate the image file or folder `input_path` into `output_dir` (same relative paths and names)."""
+    jobs = plan_translation(input_path, output_dir, overwrite)
+    return translate_files(model, jobs, direction, size, batch_size, progress)
+
+
+def skip_names(paths: Sequence[Path]) -> str:
+    """The first few file names, and how many more."""
+    names = ", ".join(p.name for p in paths[:NAMED_SKIPS])
+    return names + (f", ... ({len(paths) - NAMED_SKIPS} more)" if len(paths) > NAMED_SKIPS else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow
+
+    quiet_tensorflow()
+    p = ArgumentParser(prog=PROG, description="Translate image files with a trained UNIT run.")
+    p.add_argument("--run-dir", required=True, help="the --output-dir of a train.py run (latest checkpoint)")
+    p.add_argument("--direction", required=True, choices=list(DIRECTIONS), help="a2b: domain A to B; b2a: back")
+    p.add_argument("--input", required=True, help="an image file, or a folder searched recursively")
+    p.add_argument("--output", required=True, help="folder for the translations (same relative paths and names)")
+    p.add_argument("--size", default="input", choices=SIZES,
+                   help="write at each input's own size (default) or at the model's S x S")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per model call (default 16)")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    args = p.parse_args(argv)
+    jobs = plan_translation(args.input, args.output, args.overwrite)  # before TensorFlow: fast refusals
+    from unit_tf.training import load_trained
+
+    model, _, _ = load_trained(args.run_dir)
+    result = translate_files(model, jobs, args.direction, args.size, args.batch_size, progress=True)
+    if result.skipped:
+        print(f"warning: skipped {len(result.skipped)} unreadable image(s): {skip_names(result.skipped)}",
+              file=sys.stderr)
+    source, target = DIRECTIONS[args.direction]
+    print(f"Translated {len(result.written)} images ({source} -> {target}) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    from unit_tf.errors import run_cli
+
+    run_cli(main, PROG)
