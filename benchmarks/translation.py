@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         model = train(config, run_dir, verbose=0, overwrite=bool(args.output_dir), callbacks=[curve])
     seconds = time.time() - start
     steps = int(model.g_optimizer.iterations.numpy())
-    curve.model = model
+    curve.set_model(model)
     if not curve.points or curve.points[-1]["step"] != steps:
         curve.measure(steps)
     identity = {"a2b": float(np.mean(np.abs(255 - 2 * test_a.astype(np.int32)))) / 255,

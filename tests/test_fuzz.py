@@ -34,8 +34,11 @@ values = st.one_of(plausible, plausible, text)
 setting = st.builds(lambda k, v: f"{k}={v}", st.one_of(st.sampled_from(valid_keys()), st.sampled_from(valid_keys()),
                                                      text), values)
 flag = st.tuples(st.sampled_from(["--dataset", "--preset", "--steps", "--batch-size", "--seed", "--checkpoint-every",
-                                  "--sample-every", "--log-every", "--strategy", "--on-nan"]),
-                 st.one_of(plausible, st.sampled_from(["svhn_mnist", "mnist_usps", "digits_small", "skip-step"])))
+                                  "--sample-every", "--log-every", "--strategy", "--on-nan", "--image-size",
+                                  "--domain-a", "--domain-b", "--attribute"]),
+                 st.one_of(plausible, st.sampled_from(["svhn_mnist", "mnist_usps", "digits_small", "skip-step", "small",
+                                                       "translation_128", "folders", "folder:", "celeb_a",
+                                                       "cycle_gan/horse2zebra", "Blond_Hair", "."])))
 argv = st.lists(
     st.one_of(st.tuples(st.just("--set"), setting), st.tuples(st.just("--set"), setting), flag,
               st.tuples(st.sampled_from(["--set", "--bogus"]), text)),
@@ -108,3 +111,46 @@ def test_damaged_files_give_valid_data_or_a_clean_error(pristine, fmt, cut, flip
             assert str(err) and "\n" not in str(err)
             return
         assert x.dtype == np.uint8 and x.ndim == 4 and len(x) == len(y) and y.min() >= 0 and y.max() <= 9
+
+
+@pytest.fixture(scope="module")
+def image_folders(tmp_path_factory):
+    """Two folders of four small images each, one per format."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("image_folders")
+    rng = np.random.default_rng(0)
+    for domain in ("A", "B"):
+        (root / domain).mkdir()
+        for i, fmt in enumerate(("png", "jpg", "bmp", "webp")):
+            Image.fromarray(rng.integers(0, 256, (12 + i, 14, 3), dtype=np.uint8)).save(root / domain / f"{i}.{fmt}")
+    return root
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(damaged=st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1),
+                                  st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6)),
+                        min_size=1, max_size=4))
+def test_damaged_images_in_a_folder_are_skipped_or_a_clean_error(image_folders, damaged):
+    """Any truncated or overwritten image files: the readable ones train, the others are skipped (a warning);
+    a folder with too few readable images is one clean error, never a traceback."""
+    from unit_tf.data.image_domains import load_image_pair
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        shutil.copytree(image_folders, work, dirs_exist_ok=True)
+        for index, cut, flips in damaged:
+            path = sorted((work / "A").iterdir())[index]
+            raw = bytearray(path.read_bytes())
+            for where, byte in flips:
+                raw[int(where * (len(raw) - 1))] = byte
+            path.write_bytes(bytes(raw[: int(len(raw) * cut)] if cut < 1 else raw))
+        try:
+            pair = load_image_pair("folders", 8, str(work / "A"), str(work / "B"))
+            batch = next(iter(pair.train_dataset(2, seed=0)))
+        except UserError as err:
+            assert str(err) and "\n" not in str(err)
+            return
+        assert batch["x_a"].shape == (2, 8, 8, 3) and np.isfinite(batch["x_a"].numpy()).all()
+        assert 2 <= pair.num_train("a") <= 4

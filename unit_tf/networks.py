@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from unit_tf.config import ModelConfig
+from unit_tf.config import ModelConfig, check_residual_geometry
 from unit_tf.errors import UserError
 from unit_tf.layers import PACKAGE, ConvBlock, ResidualBlock
 
@@ -296,15 +296,7 @@ def build_digit_networks(cfg: ModelConfig) -> dict[str, Any]:
 
 def build_residual_networks(cfg: ModelConfig) -> dict[str, Any]:
     """The paper's translation networks (residual E/G with instance norm, stride-2 D, optional multi-scale)."""
-    step = 2**cfg.n_downsample
-    if cfg.image_size % step:
-        raise UserError(f"model.image_size {cfg.image_size} must be divisible by 2^model.n_downsample = {step}")
-    smallest = cfg.image_size // 2 ** (cfg.dis_scales - 1)
-    if smallest < 2**cfg.dis_layers:
-        raise UserError(
-            f"a {cfg.dis_layers}-layer discriminator needs inputs of at least {2**cfg.dis_layers} px, but its "
-            f"coarsest scale sees {smallest} px: lower model.dis_layers or model.dis_scales"
-        )
+    check_residual_geometry(cfg)
     return _coupled_networks(cfg, lambda: _residual_encoder_specs(cfg),
                              lambda out: _residual_generator_specs(cfg, out),
                              lambda: _residual_discriminator_specs(cfg), scales=cfg.dis_scales)

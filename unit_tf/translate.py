@@ -15,7 +15,6 @@ only once the files are checked, so bad flags and paths fail fast.
 from __future__ import annotations
 
 import io
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple, TextIO
 import numpy as np
 from PIL import Image, ImageOps
 
+from unit_tf.data.image_files import IMAGE_EXTENSIONS, is_image_file, list_images
 from unit_tf.errors import UserError
 from unit_tf.files import write_bytes
 
@@ -68,19 +68,6 @@ class UnreadableImage(Exception):
     """An input file that PIL cannot decode (corrupt, truncated, not really an image)."""
 
 
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in FORMATS
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Image files under `folder`, recursively, sorted; symbolic links to folders are not followed."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        found.extend(Path(root) / name for name in sorted(files) if is_image_file(Path(name)))
-    return found
-
-
 def plan_translation(input_path: str | Path, output_dir: str | Path, overwrite: bool = False) -> list[Job]:
     """The (input file, output file) pairs for `input_path` (a file or a folder); refuses, before anything is
     translated, a missing input, no images, an output overlapping a scanned input, and existing outputs
@@ -95,14 +82,15 @@ def plan_translation(input_path: str | Path, output_dir: str | Path, overwrite: 
         if out_real == inp_real or out_real.is_relative_to(inp_real) or inp_real.is_relative_to(out_real):
             raise UserError(f"--output {out} overlaps --input {inp}; choose an output folder outside the input "
                             "(and not containing it), so no input is overwritten or translated twice")
-        sources = find_images(inp)
+        sources = list_images(inp)
         if not sources:
-            extensions = "/".join(ext.lstrip(".") for ext in FORMATS)
+            extensions = "/".join(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
             raise UserError(f"--input {inp} holds no images ({extensions}); pass a folder that contains some")
         jobs = [Job(path, out / path.relative_to(inp)) for path in sources]
     else:
         if not is_image_file(inp):
-            raise UserError(f"--input {inp} is not an image file ({', '.join(FORMATS)}); pass an image or a folder")
+            raise UserError(f"--input {inp} is not an image file ({', '.join(IMAGE_EXTENSIONS)}); pass an image or "
+                            "a folder")
         if out_real in (inp_real.parent, inp.absolute().parent.resolve()):
             raise UserError(f"--output {out} is the folder of --input {inp}, so the translation would replace it; "
                             "choose another output folder")

@@ -29,10 +29,9 @@ import numpy as np
 import tensorflow as tf
 
 from unit_tf.data import digits
+from unit_tf.data.image_files import IMAGE_EXTENSIONS, list_images
 from unit_tf.data.pipeline import to_model_range
 from unit_tf.errors import UserError
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 
 #: Hosts TFDS downloads these builders from (checked before a download is attempted).
 _TFDS_HOSTS = {"cycle_gan": "efrosgans.eecs.berkeley.edu", "celeb_a": "drive.google.com"}
@@ -103,28 +102,6 @@ def _check_attribute(builder: Any, attribute: str) -> None:
     names = _celeb_a_attributes(builder)
     if attribute not in names:
         raise UserError(f"unknown CelebA attribute '{attribute}'; choose one of: {', '.join(names)}")
-
-
-def _walk(folder: Path) -> list[Path]:
-    """Every file under `folder`, following linked folders once (a link loop is visited once)."""
-    files, seen = [], set()
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        files.extend(Path(root) / n for n in names)
-    return files
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Every file with an image extension under `folder`, recursively, sorted by relative path."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"image folder {folder} does not exist; pass an existing folder")
-    found = [p for p in _walk(folder) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
 # --- decoding and resizing (graph ops: run inside tf.data) ---
