@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None) -> Any:
                         help="comma-separated list of off, bf16, fp16; each is measured in turn")
     parser.add_argument("--strategy", default="auto", help="auto, one_device or mirrored")
     parser.add_argument("--images", type=positive_int, default=2048, help="synthetic images per domain")
+    parser.add_argument("--jit-compile", action="store_true", help="compile the step with XLA")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)
     args.precisions = [p.strip() for p in args.mixed_precision.split(",") if p.strip()]
@@ -131,7 +132,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
     dataset = strategy.experimental_distribute_dataset(
         train_dataset(a, b, config.data.batch_size, seed=0, source_labels=adapting))
 
-    @tf.function
+    @tf.function(jit_compile=args.jit_compile)
     def step(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         # What model.fit compiles: the train step on every replica, its logs reduced across replicas.
         outputs = strategy.run(model.train_step, args=(batch,))
