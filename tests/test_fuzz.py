@@ -127,7 +127,7 @@ def image_folders(tmp_path_factory):
     return root
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(damaged=st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1),
                                   st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6)),
@@ -143,7 +143,7 @@ def test_damaged_images_in_a_folder_are_skipped_or_a_clean_error(image_folders, 
         for index, cut, flips in damaged:
             path = sorted((work / "A").iterdir())[index]
             raw = bytearray(path.read_bytes())
-            for where, byte in flips:
+            for where, byte in flips if raw else []:  # an earlier cut may have emptied the file
                 raw[int(where * (len(raw) - 1))] = byte
             path.write_bytes(bytes(raw[: int(len(raw) * cut)] if cut < 1 else raw))
         try:

@@ -34,10 +34,3 @@ def test_throughput_benchmark_prints_one_json_line():
     for run in out["runs"]:
         assert run["model_flops_per_step"] > 0 and run["images_per_sec"] > 0 and 0 < run["mfu"] < 2
         assert 0 <= run["input_wait_fraction"] <= 1 and run["peak_matmul_gflops"] > 0
-    # Twice the batch, about twice the FLOPs: the count follows the graph's shapes.
-    bigger = run_script("benchmarks/throughput.py", "--dataset", "mnist_usps", "--preset", "digits_small",
-                        "--batch-size", "16", "--steps", "1", "--warmup", "1", "--images", "32",
-                        "--set", "model.gen_ch=4", "--set", "model.dis_ch=4")
-    assert bigger.returncode == 0, bigger.stderr[-3000:]
-    ratio = json.loads(bigger.stdout)["model_flops_per_step"] / out["runs"][0]["model_flops_per_step"]
-    assert 1.8 < ratio < 2.05, ratio

@@ -77,6 +77,9 @@ class LossConfig:
     classifier_translated: float = 0.0  # same labels on the source images translated to B, through D_b
     feature: float = 0.0  # distance of shared D features of x_ab (D_b) and x_aa (D_a), and of x_ba / x_bb
     feature_distance: str = "l2"  # l2: per-image summed squared distance (official code) | l1 (the paper)
+    # True: the feature term reads the D update's own pass over the fakes (with dropout) instead of a second,
+    # deterministic pass as the official code does: one discriminator forward + backward less per step.
+    feature_from_gan_pass: bool = False
     # E/G update: D_b's classifier must read each translation x_ab as its source label (keeps the digit's
     # identity through translation; CyCADA's semantic consistency on UNIT's own classifier).
     semantic: float = 0.0

@@ -296,14 +296,18 @@ class UNIT(MultiWorkerFit, keras.Model):
         if w.gan_recon_stream:
             fakes_a.append(x_aa)
             fakes_b.append(x_bb)
+        # Rows of the D pass: [real; fakes...] and, for a feature term read from this pass, the reconstructions.
+        end = n * (1 + len(fakes_a))
+        shared_features = self.classifier_head is not None and w.feature > 0 and w.feature_from_gan_pass
+        extra_a, extra_b = ([x_aa], [x_bb]) if shared_features and not w.gan_recon_stream else ([], [])
         with tf.GradientTape() as d_tape:
             logits_a, logits_b, feat_a, feat_b = self.discriminate_pair(
-                tf.concat([x_a] + [tf.stop_gradient(f) for f in fakes_a], 0),
-                tf.concat([x_b] + [tf.stop_gradient(f) for f in fakes_b], 0),
+                tf.concat([x_a] + [tf.stop_gradient(f) for f in fakes_a + extra_a], 0),
+                tf.concat([x_b] + [tf.stop_gradient(f) for f in fakes_b + extra_b], 0),
                 training=True, with_features=True,
             )
-            d_gan = (losses.discriminator_gan_loss(_rows(logits_a, 0, n), _rows(logits_a, n), w.gan_type)
-                     + losses.discriminator_gan_loss(_rows(logits_b, 0, n), _rows(logits_b, n), w.gan_type))
+            d_gan = (losses.discriminator_gan_loss(_rows(logits_a, 0, n), _rows(logits_a, n, end), w.gan_type)
+                     + losses.discriminator_gan_loss(_rows(logits_b, 0, n), _rows(logits_b, n, end), w.gan_type))
             d_gan = self._maybe_inject_nan(d_gan)
             d_loss = w.gan * d_gan + self.weight_penalty(self.d_variables)
             if self.classifier_head is not None:
@@ -388,13 +392,18 @@ class UNIT(MultiWorkerFit, keras.Model):
             values["classifier_translated"] = losses.classifier_loss(data["y_a"], logits)
             total += w.classifier_translated * self._translated_ramp() * values["classifier_translated"]
         if w.feature > 0:
-            # Highest D features without dropout (official: a second, deterministic trunk pass):
-            # D_b(x_ab) ~ D_a(x_aa) and D_a(x_ba) ~ D_b(x_bb) — same latent code, other domain.
-            _, _, f_a, f_b = self.discriminate_pair(
-                tf.stop_gradient(tf.concat([x_aa, x_ba], 0)), tf.stop_gradient(tf.concat([x_bb, x_ab], 0)),
-                training=False, with_features=True,
-            )
-            (f_aa, f_ba), (f_bb, f_ab) = _split(f_a, n), _split(f_b, n)
+            # D_b(x_ab) ~ D_a(x_aa) and D_a(x_ba) ~ D_b(x_bb) — same latent code, other domain — on the highest
+            # D features: from the D update's pass (rows [x; x_ba or x_ab; x_aa or x_bb], with dropout), or
+            # without dropout from a second, deterministic pass (the official code).
+            if w.feature_from_gan_pass:
+                f_ba, f_aa = feat_a[n:2 * n], feat_a[2 * n:3 * n]
+                f_ab, f_bb = feat_b[n:2 * n], feat_b[2 * n:3 * n]
+            else:
+                _, _, f_a, f_b = self.discriminate_pair(
+                    tf.stop_gradient(tf.concat([x_aa, x_ba], 0)), tf.stop_gradient(tf.concat([x_bb, x_ab], 0)),
+                    training=False, with_features=True,
+                )
+                (f_aa, f_ba), (f_bb, f_ab) = _split(f_a, n), _split(f_b, n)
             values["feature"] = (losses.feature_loss(f_ab, f_aa, w.feature_distance)
                                  + losses.feature_loss(f_ba, f_bb, w.feature_distance))
             total += w.feature * values["feature"]

@@ -269,19 +269,19 @@ def _coupled_networks(cfg: ModelConfig, encoder: Callable[[], list[LayerSpec]],
     out = {"a": cfg.channels_a, "b": cfg.channels_b}
     differ = cfg.channels_a != cfg.channels_b
     n_enc, n_gen, n_dis = _shared_counts(cfg)
+    # Built in this order (E, G, D): the order decides which initial weights a seed gives.
+    nets: dict[str, Any] = {
+        "encoder": _couple("encoder", lambda d: encoder(), n_enc, shared_first=False,
+                           setting="model.shared_encoder_layers", inputs_differ=differ),
+        "generator": _couple("generator", lambda d: generator(out[d]), n_gen, shared_first=True,
+                             setting="model.shared_generator_layers"),
+    }
     discriminators = [
         _couple(name, lambda d: discriminator(), n_dis, shared_first=False,
                 setting="model.shared_discriminator_layers", inputs_differ=differ)
         for name in ["discriminator"] + [f"discriminator_scale{k}" for k in range(1, scales)]
     ]
-    return {
-        "encoder": _couple("encoder", lambda d: encoder(), n_enc, shared_first=False,
-                           setting="model.shared_encoder_layers", inputs_differ=differ),
-        "generator": _couple("generator", lambda d: generator(out[d]), n_gen, shared_first=True,
-                             setting="model.shared_generator_layers"),
-        "discriminator": discriminators[0],
-        "coarse_discriminators": discriminators[1:],
-    }
+    return {**nets, "discriminator": discriminators[0], "coarse_discriminators": discriminators[1:]}
 
 
 def build_digit_networks(cfg: ModelConfig) -> dict[str, Any]:
