@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -188,3 +189,20 @@ def test_svhn_mnist_adaptation_runs_on_tfds_mock_data(tmp_path, monkeypatch):
     baseline = adaptation.read_json(tmp_path / "run" / "eval" / "source_only.json")
     assert baseline["target_path_initialized"] is False  # RGB source, gray target: D_b's first block differs
     assert len(adaptation.read_accuracy_csv(tmp_path / "run" / "accuracy.csv")) == 1
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_feature_term_from_the_gan_pass_equals_the_second_pass_without_dropout(official):
+    """loss.feature_from_gan_pass reads the D update's own features: without dropout (the only difference
+    between the two passes) the feature term and the D update are the same as with the official second pass."""
+    settings = {"model.dis_dropout": False, "loss.gan_recon_stream": official}
+    results = []
+    for shared in (False, True):
+        keras.utils.set_random_seed(0)  # the same initial weights for both
+        model = build_model(da_config(**settings, **{"loss.feature_from_gan_pass": shared}))
+        logs = model.train_step(batch(model.unit_config))
+        results.append((float(logs["feature"]), [v.numpy() for v in model.d_variables]))
+    (feature_2, weights_2), (feature_1, weights_1) = results
+    assert feature_1 > 0 and feature_1 == pytest.approx(feature_2, rel=1e-4)
+    for a, b in zip(weights_1, weights_2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
