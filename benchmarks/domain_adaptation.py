@@ -38,15 +38,8 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--preset", default="digits_da_small",
                         help="config preset (default digits_da_small, the CPU budget recipe; digits_da = official "
                              "widths)")
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="auto: bfloat16 where the hardware computes it natively (AMX/AVX512-BF16 CPU, GPU)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", help="run directory (default: a new temporary folder)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    args = parser.parse_args(argv)
-    if not 0 < args.minutes < float("inf"):
-        parser.error(f"--minutes must be > 0, got {args.minutes}")
-    return args
+    return parse_budgeted_run(parser, argv)
 
 
 def cpu_name() -> str:
@@ -65,6 +58,26 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def parse_budgeted_run(parser: ArgumentParser, argv: list[str] | None) -> Any:
+    """Add the flags every training benchmark has (--precision, --output-dir, --set), parse, check --minutes."""
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="auto: bfloat16 where the hardware computes it natively (AMX/AVX512-BF16 CPU, GPU)")
+    parser.add_argument("--output-dir", help="run directory (default: a new temporary folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    args = parser.parse_args(argv)
+    if not 0 < args.minutes < float("inf"):
+        parser.error(f"--minutes must be > 0, got {args.minutes}")
+    return args
+
+
+def hardware_and_precision(choice: str) -> tuple[str, str]:
+    """The machine's description and the compute precision for --precision `choice` ("auto" resolved)."""
+    desc, has_gpu = hardware()
+    if choice == "auto":
+        choice = "bfloat16" if has_gpu or cpu_has_bf16() else "float32"
+    return desc, choice
 
 
 def hardware() -> tuple[str, bool]:
@@ -104,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from unit_tf.config import parse_set_flags, resolve_config
     from unit_tf.training import train
 
-    desc, has_gpu = hardware()
-    precision = args.precision
-    if precision == "auto":
-        precision = "bfloat16" if has_gpu or cpu_has_bf16() else "float32"
+    desc, precision = hardware_and_precision(args.precision)
     overrides = {"data.data_dir": args.data_dir, "train.seed": args.seed, "train.steps": 10**9,
                  "train.time_limit_minutes": args.minutes, "train.precision": precision,
                  "train.checkpoint_every": 10**9, "train.sample_every": 10**9}

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from domain_adaptation import cpu_has_bf16, hardware  # noqa: E402
+from domain_adaptation import hardware_and_precision, parse_budgeted_run  # noqa: E402
 
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
@@ -44,14 +44,7 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--images", type=positive_int, default=2000, help="training images per domain")
     parser.add_argument("--test-images", type=positive_int, default=200, help="held-out images per domain")
     parser.add_argument("--eval-every", type=positive_int, default=250, help="steps between curve points")
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="auto: bfloat16 where the hardware computes it natively (AMX/AVX512-BF16 CPU, GPU)")
-    parser.add_argument("--output-dir", help="run directory (default: a new temporary folder)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    args = parser.parse_args(argv)
-    if not 0 < args.minutes < float("inf"):
-        parser.error(f"--minutes must be > 0, got {args.minutes}")
-    return args
+    return parse_budgeted_run(parser, argv)
 
 
 def shapes(n: int, size: int, seed: int) -> np.ndarray:
@@ -129,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from unit_tf.config import parse_set_flags, resolve_config
     from unit_tf.training import train
 
-    desc, has_gpu = hardware()
-    precision = args.precision
-    if precision == "auto":
-        precision = "bfloat16" if has_gpu or cpu_has_bf16() else "float32"
+    desc, precision = hardware_and_precision(args.precision)
     data_root = Path(tempfile.mkdtemp(prefix="translation_data_"))
     folder_a = write_folder(shapes(args.images, FILE_SIZE, 0), data_root / "shapes")
     folder_b = write_folder(255 - shapes(args.images, FILE_SIZE, 1), data_root / "inverted")
