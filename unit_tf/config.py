@@ -213,7 +213,9 @@ DA_SETTINGS: dict[str, Any] = {
     # in two otherwise identical 30-minute single-core runs (README "How the recipe was chosen").
     "loss.feature_distance": "l1",
     "loss.semantic": 10.0,
-    "train.classifier_warmup_steps": 1000,
+    # The source-only classifier UNIT starts from: 4000 steps (~80 s on 2 cores) reach its plateau; USPS->MNIST
+    # in 30 min: 94.5 % (last 5: 93.8) vs 90.9 % (88.7) after a 1000-step warm-up (README "Results").
+    "train.classifier_warmup_steps": 4000,
 }
 
 # The official DA code's loss weights and normalizations (cocogan_trainer_da.py, svhn2mnist.yaml).
