@@ -298,7 +298,7 @@ class UNIT(MultiWorkerFit, keras.Model):
             fakes_b.append(x_bb)
         # Rows of the D pass: [real; fakes...] and, for a feature term read from this pass, the reconstructions.
         end = n * (1 + len(fakes_a))
-        shared_features = self.classifier_head is not None and w.feature > 0 and w.feature_from_gan_pass
+        shared_features = w.feature > 0 and w.feature_from_gan_pass  # (feature > 0 implies the head)
         extra_a, extra_b = ([x_aa], [x_bb]) if shared_features and not w.gan_recon_stream else ([], [])
         with tf.GradientTape() as d_tape:
             logits_a, logits_b, feat_a, feat_b = self.discriminate_pair(
@@ -399,9 +399,10 @@ class UNIT(MultiWorkerFit, keras.Model):
                 f_ba, f_aa = feat_a[n:2 * n], feat_a[2 * n:3 * n]
                 f_ab, f_bb = feat_b[n:2 * n], feat_b[2 * n:3 * n]
             else:
-                _, _, f_a, f_b = self.discriminate_pair(
-                    tf.stop_gradient(tf.concat([x_aa, x_ba], 0)), tf.stop_gradient(tf.concat([x_bb, x_ab], 0)),
-                    training=False, with_features=True,
+                # Features only: the finest scale's trunk (coarser scales would add logits nobody reads).
+                _, _, f_a, f_b = self._discriminate_scale(
+                    self.discriminator, tf.stop_gradient(tf.concat([x_aa, x_ba], 0)),
+                    tf.stop_gradient(tf.concat([x_bb, x_ab], 0)), training=False,
                 )
                 (f_aa, f_ba), (f_bb, f_ab) = _split(f_a, n), _split(f_b, n)
             values["feature"] = (losses.feature_loss(f_ab, f_aa, w.feature_distance)
