@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 from helpers import tiny_config
 
+from unit_tf import conv_matmul
 from unit_tf.errors import UserError
-from unit_tf.layers import ConvBlock, CoordinateChannels
+from unit_tf.layers import ConvBlock, CoordinateChannels, FusedBatchNormalization
 from unit_tf.model import UNIT, build_model
 from unit_tf.networks import CoupledNetwork
 
@@ -88,6 +89,89 @@ def test_pytorch_style_padding():
     assert up(np.zeros([2, 8, 8, 5], np.float32)).shape == (2, 16, 16, 3)
     first = ConvBlock(7, 4, strides=2, padding=0, transpose=True)
     assert first(np.zeros([2, 1, 1, 5], np.float32)).shape == (2, 4, 4, 7)
+
+
+def _batch_norm_results(layer: keras.layers.Layer, x: tf.Tensor, upstream: tf.Tensor) -> list[np.ndarray]:
+    """Training output, its gradients (input, offset), the moving statistics after it, inference output."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(tf.cast(layer(x, training=True), tf.float32) * upstream)
+    grad_x, grad_beta = tape.gradient(loss, [x, layer.beta])
+    inference = tf.cast(layer(x, training=False), tf.float32)
+    return [tf.cast(layer(x, training=True), tf.float32).numpy(), grad_x.numpy(), grad_beta.numpy(),
+            layer.moving_mean.numpy(), layer.moving_variance.numpy(), inference.numpy()]
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_batch_norm_equals_keras_batch_norm(policy):
+    """Same forward, gradients and (biased) moving statistics as keras.layers.BatchNormalization."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        settings = dict(momentum=0.9, epsilon=1e-5, scale=False, synchronized=True)
+        reference, fused = keras.layers.BatchNormalization(**settings), FusedBatchNormalization(**settings)
+        x = tf.random.stateless_normal([8, 5, 5, 6], seed=[1, 2]) * 3.0 + 1.0
+        upstream = tf.random.stateless_normal([8, 5, 5, 6], seed=[3, 4])
+        for layer in (reference, fused):
+            layer.build(x.shape)
+            layer.beta.assign(tf.linspace(-1.0, 1.0, 6))
+        tol = 1e-5 if policy == "float32" else 2e-2
+        for name, want, got in zip(("output", "grad_x", "grad_beta", "moving_mean", "moving_variance", "inference"),
+                                   _batch_norm_results(reference, x, upstream), _batch_norm_results(fused, x, upstream),
+                                   strict=True):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=name)
+        ops = {op.type for op in tf.function(lambda t: fused(t, training=True)).get_concrete_function(
+            tf.TensorSpec(x.shape)).graph.get_operations()}
+        assert "FusedBatchNormV3" in ops  # the fused kernel, not the element-wise chain
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_fused_batch_norm_synchronizes_over_replicas():
+    """Under two replicas the statistics are all-reduced (Keras' path): each replica normalizes with the GLOBAL
+    batch's mean and variance, as one device would."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    x = np.concatenate([np.zeros([2, 2, 2, 3]), np.full([2, 2, 2, 3], 2.0)]).astype(np.float32)
+    with strategy.scope():
+        layer = FusedBatchNormalization(epsilon=0.0, scale=False, center=False, synchronized=True)
+        layer.build(x.shape)
+    shards = strategy.experimental_distribute_values_from_function(
+        lambda ctx: x[2 * ctx.replica_id_in_sync_group: 2 * ctx.replica_id_in_sync_group + 2])
+    out = strategy.run(tf.function(lambda t: layer(t, training=True)), args=(shards,))
+    y = np.concatenate([v.numpy() for v in strategy.experimental_local_results(out)])
+    np.testing.assert_allclose(y, np.concatenate([np.full([2, 2, 2, 3], -1.0), np.full([2, 2, 2, 3], 1.0)]))
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (keras.layers.Conv2DTranspose(6, 4, strides=2, padding="valid"), [3, 1, 1, 5]),  # generator's first layer
+    (keras.layers.Conv2D(6, 8, padding="valid"), [3, 8, 8, 5]),  # encoder's kernel-covers-the-map layer
+    (keras.layers.Conv2D(6, 5, padding="same"), [3, 4, 4, 5]),  # discriminator's conv on 4x4 maps (Toeplitz)
+    (keras.layers.Conv2D(6, 3, padding="same", use_bias=False), [3, 2, 3, 5]),  # non-square map, no bias
+    (keras.layers.Conv2DTranspose(6, 4, strides=2, padding="same"), [3, 4, 4, 5]),  # generator's 4x4 -> 8x8
+    (keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same", use_bias=False), [3, 2, 3, 5]),  # odd k - s
+])
+def test_tiny_map_convolutions_as_matmuls_equal_the_convolution(layer, shape):
+    """Values and gradients (input, kernel, bias) of the matmul forms equal TF's convolution."""
+    x = tf.random.stateless_normal(shape, seed=[5, 6])
+    layer.build(shape)
+    layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=[7, 8]))
+    results = []
+    for run in (layer, lambda t: conv_matmul.convolve(layer, t)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = run(x)
+            loss = tf.reduce_sum(tf.square(y) + tf.sin(y))
+        results.append([y, *tape.gradient(loss, [x, *layer.trainable_variables])])
+    for want, got in zip(*results, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_larger_maps_keep_the_convolution():
+    layer = keras.layers.Conv2D(4, 5, padding="same")
+    layer.build([1, 8, 8, 3])
+    assert conv_matmul.convolve(layer, tf.zeros([1, 8, 8, 3])) is None  # 8x8 > MAX_TOEPLITZ_PIXELS
+    strided = keras.layers.Conv2D(4, 5, strides=2, padding="valid")
+    strided.build([1, 16, 16, 3])
+    assert conv_matmul.convolve(strided, tf.zeros([1, 16, 16, 3])) is None
 
 
 def test_coordinate_channels():

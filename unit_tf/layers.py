@@ -7,6 +7,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from unit_tf import conv_matmul
+
 PACKAGE = "unit_tf"
 
 
@@ -24,6 +26,47 @@ def replica_seed(generator: keras.random.SeedGenerator) -> tf.Tensor:
     context = tf.distribute.get_replica_context()
     replica = context.replica_id_in_sync_group if context is not None else 0
     return seed + tf.cast(tf.stack([0, replica]), seed.dtype)
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras BatchNormalization (same variables, same updates) computed by TF's fused kernel where it can be.
+
+    Keras 3 normalizes with a chain of element-wise ops in float32 (a cast, the moments, the affine map and, in
+    training, their gradients): about fifteen passes over every activation per step. TF's FusedBatchNormV3 does
+    the same in one pass forward and one backward, in the activations' own dtype (statistics in float32).
+    Used for NHWC inputs, except when the statistics must be synchronized over several replicas
+    (`synchronized=True` under a multi-replica strategy), where the Keras path all-reduces them.
+    """
+
+    def _fused_ok(self, inputs: tf.Tensor, training: bool | None) -> bool:
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or self.renorm or self.scale:
+            return False
+        if training and self.trainable and self.synchronized:
+            return tf.distribute.get_strategy().num_replicas_in_sync == 1
+        return True
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None, mask: tf.Tensor | None = None) -> tf.Tensor:
+        if mask is not None or not self._fused_ok(inputs, training):
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, self.compute_dtype)
+        channels = x.shape[-1]
+        ones = tf.ones([channels], tf.float32)  # scale=False (official affine=False plus a conv-free bias)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        if not (training and self.trainable):
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, ones, beta, mean=self.moving_mean, variance=self.moving_variance, epsilon=self.epsilon,
+                is_training=False)
+            return y
+        y, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(x, ones, beta, epsilon=self.epsilon, is_training=True)
+        # The kernel returns the Bessel-corrected variance; the Keras layer averages the biased one.
+        n = tf.cast(tf.size(x) // channels, tf.float32)
+        variance = unbiased * (n - 1.0) / tf.maximum(n, 1.0)
+        # Statistics are functions of the batch, not parameters: no gradient flows into the moving averages.
+        mean, variance = tf.stop_gradient(mean), tf.stop_gradient(variance)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return y
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -95,7 +138,7 @@ class ConvBlock(keras.layers.Layer):
         # synchronized=True: batch statistics over the GLOBAL batch under tf.distribute, so N replicas
         # compute exactly what one device computes (a no-op on a single device).
         self.bn = (
-            keras.layers.BatchNormalization(
+            FusedBatchNormalization(
                 momentum=bn_momentum, epsilon=bn_epsilon, scale=False, synchronized=True, name="bn"
             )
             if norm == "batch"
@@ -133,21 +176,24 @@ class ConvBlock(keras.layers.Layer):
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         if self.pad is not None:
             x = self.pad(x)
-        x = self.conv(x)
+        fast = conv_matmul.convolve(self.conv, x)  # tiny maps: the same conv as one matmul
+        x = self.conv(x) if fast is None else fast
         if self.crop is not None:
             x = self.crop(x)
         if self.bn is not None:
             x = self.bn(x, training=training)
         if self.instance_norm is not None:
             x = self.instance_norm(x)
+        # Every activation here is non-decreasing, so it commutes with max-pooling: pooling first gives the
+        # official conv -> activation -> pool exactly (values and gradients) on a quarter of the elements.
+        if self.pooling is not None:
+            x = self.pooling(x)
         if self.activation == "relu":
             x = tf.nn.relu(x)
         elif self.activation == "leaky_relu":
             x = tf.nn.leaky_relu(x, alpha=self.leaky_slope)
         elif self.activation == "tanh":
             x = tf.tanh(x)
-        if self.pooling is not None:
-            x = self.pooling(x)
         if self.dropout_seed is not None and training:
             keep = tf.random.stateless_uniform(tf.shape(x), replica_seed(self.dropout_seed)) >= self.dropout
             x = tf.where(keep, x / tf.cast(1.0 - self.dropout, x.dtype), tf.zeros_like(x))
