@@ -7,11 +7,12 @@ input pipeline (`train_dataset`: in-memory uint8 images, shuffled batches gather
 trained with the same compiled step `model.fit` runs. Reported:
 
 - `step_ms`: median wall time of the timed steps (after `--warmup` steps, which include tracing);
+  `step_ms_min` the fastest of them (what the machine does in a quiet moment);
 - `images_per_sec`: images per domain per second (global batch / median step time);
 - `model_flops_per_step`: float operations of the compiled train-step graph, counted by TensorFlow's
   profiler from the graph's ops and static shapes (forward, backward and optimizer; both updates);
 - `achieved_gflops` = flops / median step time; `peak_matmul_gflops`: a 2048 x 2048 matmul in the same
-  dtype timed in the same process, before and after the timed steps (the better of the two); `mfu` =
+  dtype timed in the same process before, between and after the timed steps (the best round); `mfu` =
   achieved / peak;
 - `input_wait_fraction`: time spent waiting for the next batch / total time of the timed steps;
 - `peak_rss_gib`: the process's peak resident memory so far (Linux ru_maxrss): what training this preset needs.
@@ -94,30 +95,42 @@ def graph_flops(concrete_function: Any) -> int:
     return int(total)
 
 
-def peak_matmul_gflops(dtype: str, size: int = PEAK_MATMUL_SIZE, repeats: int = 10) -> float:
-    """The machine's matmul rate in `dtype` (the denominator of MFU), best of a few timed rounds.
+class MatmulPeak:
+    """The machine's matmul rate in `dtype` (the denominator of MFU): the best of many timed rounds.
 
-    Each product feeds the next (x <- x @ w), so no matmul can be merged with another or pruned; w's entries
-    have variance 1/size, which keeps x's scale (and bf16/fp16 values) steady along the chain."""
-    import tensorflow as tf
+    Each round is a chain of `repeats` products (x <- x @ w), so no matmul can be merged with another or
+    pruned; w's entries have variance 1/size, which keeps x's scale (and bf16/fp16 values) steady. This
+    machine's rate drifts by up to 2x within minutes (other tenants), so rounds are sampled before, between
+    and after the timed steps and the best one kept: a slow moment during one round cannot inflate the MFU.
+    """
 
-    x0 = tf.cast(tf.random.normal([size, size]), dtype)
-    w = tf.cast(tf.random.normal([size, size], stddev=size**-0.5), dtype)
+    def __init__(self, dtype: str, size: int = PEAK_MATMUL_SIZE, repeats: int = 10) -> None:
+        import tensorflow as tf
 
-    @tf.function
-    def chain() -> tf.Tensor:
-        x = x0
-        for _ in range(repeats):
-            x = tf.matmul(x, w)
-        return tf.reduce_sum(tf.cast(x, tf.float32))
+        x0 = tf.cast(tf.random.normal([size, size]), dtype)
+        w = tf.cast(tf.random.normal([size, size], stddev=size**-0.5), dtype)
 
-    chain().numpy()
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        chain().numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 * repeats / best / 1e9
+        @tf.function
+        def chain() -> tf.Tensor:
+            x = x0
+            for _ in range(repeats):
+                x = tf.matmul(x, w)
+            return tf.reduce_sum(tf.cast(x, tf.float32))
+
+        self._chain = chain
+        self._flops = 2.0 * size**3 * repeats
+        self._best_s = float("inf")
+        chain().numpy()  # trace
+
+    def sample(self, rounds: int = 1) -> None:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            self._chain().numpy()
+            self._best_s = min(self._best_s, time.perf_counter() - start)
+
+    @property
+    def gflops(self) -> float:
+        return self._flops / self._best_s / 1e9
 
 
 def synthetic_domain(name: str, n: int, size: int, channels: int, seed: int) -> Any:
@@ -158,9 +171,8 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
         outputs = strategy.run(model.train_step, args=(batch,))
         return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
 
-    # The machine's rate drifts (other tenants, clocks): the peak is taken before AND after the timed steps,
-    # the better of the two, so a slow moment during one measurement does not inflate the MFU.
-    peak_before = peak_matmul_gflops(MIXED_PRECISION[precision])
+    peak = MatmulPeak(MIXED_PRECISION[precision])
+    peak.sample(3)
     iterator = iter(dataset)
     for _ in range(args.warmup):
         step(next(iterator))["g_loss"].numpy()
@@ -175,14 +187,16 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
         end = time.perf_counter()
         waits.append(got - start)
         totals.append(end - start)
+        peak.sample()  # between steps: outside the timed interval
+    peak.sample(3)
     step_s = statistics.median(totals)
-    peak = max(peak_before, peak_matmul_gflops(MIXED_PRECISION[precision]))
     achieved = flops / step_s / 1e9
     return {"preset": args.preset, "dataset": args.dataset, "mixed_precision": precision,
             "batch_size": config.data.batch_size, "replicas": strategy.num_replicas_in_sync,
-            "step_ms": round(1000 * step_s, 1), "images_per_sec": round(config.data.batch_size / step_s, 1),
+            "step_ms": round(1000 * step_s, 1), "step_ms_min": round(1000 * min(totals), 1),
+            "images_per_sec": round(config.data.batch_size / step_s, 1),
             "model_flops_per_step": flops, "achieved_gflops": round(achieved, 1),
-            "peak_matmul_gflops": round(peak, 1), "mfu": round(achieved / peak, 3),
+            "peak_matmul_gflops": round(peak.gflops, 1), "mfu": round(achieved / peak.gflops, 3),
             "input_wait_fraction": round(sum(waits) / sum(totals), 4), "timed_steps": args.steps,
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
