@@ -22,6 +22,17 @@ def test_graph_flops_counts_a_known_graph():
     assert graph_flops(concrete) == 2 * 64 * 128 * 32
 
 
+def test_graph_flops_skips_ops_the_runtime_prunes():
+    """A product nothing reads is in the traced graph but never runs: it must not count."""
+    @tf.function
+    def f(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        tf.matmul(b, a)  # dead: TF prunes it before running the function
+        return tf.matmul(a, b)
+
+    concrete = f.get_concrete_function(tf.TensorSpec([64, 128]), tf.TensorSpec([128, 64]))
+    assert graph_flops(concrete) == 2 * 64 * 128 * 64
+
+
 def test_throughput_benchmark_prints_one_json_line():
     result = run_script("benchmarks/throughput.py", "--dataset", "mnist_usps", "--preset", "digits_small",
                         "--batch-size", "8", "--steps", "2", "--warmup", "1", "--images", "32",
