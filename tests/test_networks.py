@@ -102,18 +102,20 @@ def _batch_norm_results(layer: keras.layers.Layer, x: tf.Tensor, upstream: tf.Te
             layer.moving_mean.numpy(), layer.moving_variance.numpy(), inference.numpy()]
 
 
-@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-def test_fused_batch_norm_equals_keras_batch_norm(policy):
+@pytest.mark.parametrize("policy, scale", [("float32", False), ("mixed_bfloat16", False), ("float32", True)])
+def test_fused_batch_norm_equals_keras_batch_norm(policy, scale):
     """Same forward, gradients and (biased) moving statistics as keras.layers.BatchNormalization."""
     keras.mixed_precision.set_global_policy(policy)
     try:
-        settings = dict(momentum=0.9, epsilon=1e-5, scale=False, synchronized=True)
+        settings = dict(momentum=0.9, epsilon=1e-5, scale=scale, synchronized=True)
         reference, fused = keras.layers.BatchNormalization(**settings), FusedBatchNormalization(**settings)
         x = tf.random.stateless_normal([8, 5, 5, 6], seed=[1, 2]) * 3.0 + 1.0
         upstream = tf.random.stateless_normal([8, 5, 5, 6], seed=[3, 4])
         for layer in (reference, fused):
             layer.build(x.shape)
             layer.beta.assign(tf.linspace(-1.0, 1.0, 6))
+            if scale:
+                layer.gamma.assign(tf.linspace(0.5, 2.0, 6))
         tol = 1e-5 if policy == "float32" else 2e-2
         for name, want, got in zip(("output", "grad_x", "grad_beta", "moving_mean", "moving_variance", "inference"),
                                    _batch_norm_results(reference, x, upstream), _batch_norm_results(fused, x, upstream),

@@ -40,7 +40,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def _fused_ok(self, inputs: tf.Tensor, training: bool | None) -> bool:
-        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or self.renorm or self.scale:
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or self.renorm:
             return False
         if training and self.trainable and self.synchronized:
             return tf.distribute.get_strategy().num_replicas_in_sync == 1
@@ -51,14 +51,15 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         x = tf.cast(inputs, self.compute_dtype)
         channels = x.shape[-1]
-        ones = tf.ones([channels], tf.float32)  # scale=False (official affine=False plus a conv-free bias)
+        # The digit networks use scale=False: the official BN is affine=False, followed by a bias (beta here).
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
         beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
         if not (training and self.trainable):
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, ones, beta, mean=self.moving_mean, variance=self.moving_variance, epsilon=self.epsilon,
+                x, gamma, beta, mean=self.moving_mean, variance=self.moving_variance, epsilon=self.epsilon,
                 is_training=False)
             return y
-        y, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(x, ones, beta, epsilon=self.epsilon, is_training=True)
+        y, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon, is_training=True)
         # The kernel returns the Bessel-corrected variance; the Keras layer averages the biased one.
         n = tf.cast(tf.size(x) // channels, tf.float32)
         variance = unbiased * (n - 1.0) / tf.maximum(n, 1.0)
