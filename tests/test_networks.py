@@ -95,10 +95,11 @@ def _batch_norm_results(layer: keras.layers.Layer, x: tf.Tensor, upstream: tf.Te
     """Training output, its gradients (input, offset), the moving statistics after it, inference output."""
     with tf.GradientTape() as tape:
         tape.watch(x)
-        loss = tf.reduce_sum(tf.cast(layer(x, training=True), tf.float32) * upstream)
+        output = tf.cast(layer(x, training=True), tf.float32)
+        loss = tf.reduce_sum(output * upstream)
     grad_x, grad_beta = tape.gradient(loss, [x, layer.beta])
     inference = tf.cast(layer(x, training=False), tf.float32)
-    return [tf.cast(layer(x, training=True), tf.float32).numpy(), grad_x.numpy(), grad_beta.numpy(),
+    return [output.numpy(), grad_x.numpy(), grad_beta.numpy(),
             layer.moving_mean.numpy(), layer.moving_variance.numpy(), inference.numpy()]
 
 

@@ -32,41 +32,51 @@ MAX_TOEPLITZ_PIXELS = 16
 def convolve(conv: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor | None:
     """conv(x) as one matmul when `conv` (a built Conv2D / Conv2DTranspose) and x's static shape allow it."""
     h, w = x.shape[1], x.shape[2]
-    if h is None or w is None or conv.data_format != "channels_last" or tuple(conv.dilation_rate) != (1, 1):
+    form = None if h is None or w is None else _form(conv, h, w)
+    if form is None:
         return None
     kh, kw = conv.kernel_size
     kernel = tf.cast(conv.kernel, x.dtype)
-    transpose = isinstance(conv, keras.layers.Conv2DTranspose)
-    if transpose and conv.output_padding is not None:
-        return None
-    if transpose and (h, w) != (1, 1):
-        if conv.padding != "same" or h * w > MAX_TOEPLITZ_PIXELS:
-            return None
+    if form == "transposed_kernel_grad":
         y = _transposed_conv(x, kernel, tuple(conv.strides))
-    elif transpose:
-        if conv.padding != "valid":
-            return None
+    elif form == "dense_transposed":
         # kernel [kh, kw, out, in]: y[n, i, j, o] = sum_c x[n, c] * kernel[i, j, o, c]
         y = tf.matmul(tf.reshape(x, [-1, kernel.shape[3]]), tf.reshape(kernel, [-1, kernel.shape[3]]),
                       transpose_b=True)
         y = tf.reshape(y, [-1, kh, kw, conv.filters])
-    elif (h, w) == (kh, kw) and conv.padding == "valid" and tuple(conv.strides) == (1, 1):
+    elif form == "dense":
         # kernel [kh, kw, in, out] flattened in the order NHWC flattens x: one matmul to [N, 1, 1, out].
         y = tf.reshape(tf.matmul(tf.reshape(x, [-1, kh * kw * kernel.shape[2]]),
                                  tf.reshape(kernel, [-1, conv.filters])), [-1, 1, 1, conv.filters])
-    elif (conv.padding == "same" and tuple(conv.strides) == (1, 1) and h * w <= MAX_TOEPLITZ_PIXELS
-          and kh % 2 == 1 and kw % 2 == 1):
+    else:  # toeplitz
         channels = kernel.shape[2]
         placement = tf.constant(_placement(h, w, kh, kw), kernel.dtype)  # [in pixel, out pixel, tap]
         toeplitz = tf.einsum("iot,tcd->icod", placement, tf.reshape(kernel, [kh * kw, channels, conv.filters]))
         y = tf.matmul(tf.reshape(x, [-1, h * w * channels]),
                       tf.reshape(toeplitz, [h * w * channels, h * w * conv.filters]))
         y = tf.reshape(y, [-1, h, w, conv.filters])
-    else:
-        return None
     if conv.use_bias:
         y = tf.nn.bias_add(y, tf.cast(conv.bias, y.dtype))
     return y
+
+
+def _form(conv: keras.layers.Layer, h: int, w: int) -> str | None:
+    """Which matmul form computes `conv` on an h x w map, or None: the convolution itself."""
+    if conv.data_format != "channels_last" or tuple(conv.dilation_rate) != (1, 1):
+        return None
+    kh, kw = conv.kernel_size
+    tiny = h * w <= MAX_TOEPLITZ_PIXELS
+    if isinstance(conv, keras.layers.Conv2DTranspose):
+        if conv.output_padding is not None:
+            return None
+        if (h, w) == (1, 1) and conv.padding == "valid":
+            return "dense_transposed"
+        return "transposed_kernel_grad" if (h, w) != (1, 1) and conv.padding == "same" and tiny else None
+    if tuple(conv.strides) != (1, 1):
+        return None
+    if (h, w) == (kh, kw) and conv.padding == "valid":
+        return "dense"
+    return "toeplitz" if conv.padding == "same" and tiny and kh % 2 == 1 and kw % 2 == 1 else None
 
 
 def _transposed_conv(x: tf.Tensor, kernel: tf.Tensor, strides: tuple[int, int]) -> tf.Tensor:
