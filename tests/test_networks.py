@@ -150,7 +150,8 @@ def test_fused_batch_norm_synchronizes_over_replicas():
     (keras.layers.Conv2D(6, 5, padding="same"), [3, 4, 4, 5]),  # discriminator's conv on 4x4 maps (Toeplitz)
     (keras.layers.Conv2D(6, 3, padding="same", use_bias=False), [3, 2, 3, 5]),  # non-square map, no bias
     (keras.layers.Conv2DTranspose(6, 4, strides=2, padding="same"), [3, 4, 4, 5]),  # generator's 4x4 -> 8x8
-    (keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same", use_bias=False), [3, 2, 3, 5]),  # odd k - s
+    (keras.layers.Conv2DTranspose(6, 6, strides=3, padding="same", use_bias=False), [3, 2, 3, 5]),  # stride 3
+    (keras.layers.Conv2DTranspose(6, (4, 6), strides=2, padding="same"), [3, 3, 2, 5]),  # kernel 4 x 6
 ])
 def test_tiny_map_convolutions_as_matmuls_equal_the_convolution(layer, shape):
     """Values and gradients (input, kernel, bias) of the matmul forms equal TF's convolution."""
@@ -168,6 +169,26 @@ def test_tiny_map_convolutions_as_matmuls_equal_the_convolution(layer, shape):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_bf16_kernel_gradient_by_tap_equals_the_convolution():
+    """bfloat16 8x8 maps: the conv's kernel gradient tap by tap equals oneDNN's (to bf16 rounding)."""
+    layer = keras.layers.Conv2D(6, 5, padding="same")
+    layer.build([3, 8, 8, 5])
+    layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=[7, 8]))
+    x = tf.cast(tf.random.stateless_normal([3, 8, 8, 5], seed=[5, 6]), tf.bfloat16)
+    results = []
+    for run in (lambda t: tf.nn.conv2d(t, tf.cast(layer.kernel, t.dtype), 1, "SAME"),
+                lambda t: conv_matmul.convolve(layer, t) - tf.cast(layer.bias, t.dtype)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            kernel = layer.kernel
+            y = tf.cast(run(x), tf.float32)
+            loss = tf.reduce_sum(tf.square(y) + tf.sin(y))
+        results.append([y, *tape.gradient(loss, [x, kernel])])
+    for want, got in zip(*results, strict=True):
+        want, got = tf.cast(want, tf.float32).numpy(), tf.cast(got, tf.float32).numpy()
+        np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * np.abs(want).max())
+
+
 def test_larger_maps_keep_the_convolution():
     layer = keras.layers.Conv2D(4, 5, padding="same")
     layer.build([1, 8, 8, 3])
@@ -175,6 +196,9 @@ def test_larger_maps_keep_the_convolution():
     strided = keras.layers.Conv2D(4, 5, strides=2, padding="valid")
     strided.build([1, 16, 16, 3])
     assert conv_matmul.convolve(strided, tf.zeros([1, 16, 16, 3])) is None
+    odd = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same")  # kernel not a multiple of the stride
+    odd.build([1, 2, 2, 3])
+    assert conv_matmul.convolve(odd, tf.zeros([1, 2, 2, 3])) is None
 
 
 def test_coordinate_channels():

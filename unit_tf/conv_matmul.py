@@ -2,16 +2,20 @@
 
 oneDNN's convolution kernels are slow on maps of a few pixels, above all for the weight gradient in bfloat16
 (digits_official, 2 CPU cores: the 1x1 -> 4x4 transposed conv of the generator takes 285 ms forward + backward
-as a convolution, 12 ms as a matmul; the discriminator's 5x5 conv on 4x4 maps 336 ms vs 154 ms). Three cases
-are exact rewrites as dense layers, the kernel variable unchanged:
+as a convolution, 12 ms as a matmul; the discriminator's 5x5 conv on 4x4 maps 336 ms vs 154 ms). These are
+exact rewrites, the kernel variable unchanged:
 
 - a 'valid' conv whose kernel covers the whole input (output 1x1): flatten, matmul;
 - a 'valid' transposed conv of a 1x1 input (output kernel-sized): matmul, reshape;
 - a stride-1 'same' conv on a map of at most `MAX_TOEPLITZ_PIXELS` pixels: a matmul with the conv's
-  Toeplitz matrix (pixels x channels, in -> out), built from the kernel in the graph (and its gradient
-  summed back onto the kernel by autodiff);
-- and, not a rewrite of the forward pass: a 'same' transposed conv of such a map (the generator's 4x4 -> 8x8)
-  gets its kernel gradient as one matmul (2x faster: 372 -> 185 ms forward + backward in bf16).
+  Toeplitz matrix (pixels x channels, in -> out), built from the kernel in the graph, its gradient summed
+  back onto the kernel;
+- a 'same' transposed conv of such a map whose kernel is a multiple of its stride (the generator's
+  4x4 -> 8x8): one matmul gives every input pixel's kernel-sized contribution, which are then added where
+  they overlap (col2im); autodiff makes both gradients matmuls too (bf16: 451 -> 158 ms forward + backward,
+  fp32: 408 -> 314 ms; the convolution wins from 8x8 maps on, so larger maps keep it);
+- not a rewrite of the forward pass: a bfloat16 stride-1 'same' conv on a map of at most
+  `MAX_TAP_GRAD_PIXELS` pixels gets its kernel gradient as one matmul per tap.
 Everything else returns None and runs as the convolution it is.
 """
 
@@ -28,17 +32,23 @@ import tensorflow as tf
 #: output pixel, so the dense matmul does little wasted work; at 8x8 it is 28 % and the conv is faster.
 MAX_TOEPLITZ_PIXELS = 16
 
+#: Largest map on which a bfloat16 stride-1 conv takes its kernel gradient tap by tap (8x8: the D's third
+#: layer); on 16x16 maps and in float32 oneDNN's own kernel gradient is faster.
+MAX_TAP_GRAD_PIXELS = 64
+
 
 def convolve(conv: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor | None:
     """conv(x) as one matmul when `conv` (a built Conv2D / Conv2DTranspose) and x's static shape allow it."""
     h, w = x.shape[1], x.shape[2]
-    form = None if h is None or w is None else _form(conv, h, w)
+    form = None if h is None or w is None else _form(conv, h, w, x.dtype)
     if form is None:
         return None
     kh, kw = conv.kernel_size
     kernel = tf.cast(conv.kernel, x.dtype)
-    if form == "transposed_kernel_grad":
-        y = _transposed_conv(x, kernel, tuple(conv.strides))
+    if form == "tap_kernel_grad":
+        y = _conv_tap_kernel_grad(x, kernel)
+    elif form == "overlap_add":
+        y = _overlap_add(x, kernel, conv.strides[0])
     elif form == "dense_transposed":
         # kernel [kh, kw, out, in]: y[n, i, j, o] = sum_c x[n, c] * kernel[i, j, o, c]
         y = tf.matmul(tf.reshape(x, [-1, kernel.shape[3]]), tf.reshape(kernel, [-1, kernel.shape[3]]),
@@ -48,20 +58,15 @@ def convolve(conv: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor | None:
         # kernel [kh, kw, in, out] flattened in the order NHWC flattens x: one matmul to [N, 1, 1, out].
         y = tf.reshape(tf.matmul(tf.reshape(x, [-1, kh * kw * kernel.shape[2]]),
                                  tf.reshape(kernel, [-1, conv.filters])), [-1, 1, 1, conv.filters])
-    else:  # toeplitz
-        channels = kernel.shape[2]
-        placement = tf.constant(_placement(h, w, kh, kw), kernel.dtype)  # [in pixel, out pixel, tap]
-        toeplitz = tf.einsum("iot,tcd->icod", placement, tf.reshape(kernel, [kh * kw, channels, conv.filters]))
-        y = tf.matmul(tf.reshape(x, [-1, h * w * channels]),
-                      tf.reshape(toeplitz, [h * w * channels, h * w * conv.filters]))
-        y = tf.reshape(y, [-1, h, w, conv.filters])
+    else:
+        y = _toeplitz_conv(x, kernel)
     if conv.use_bias:
         y = tf.nn.bias_add(y, tf.cast(conv.bias, y.dtype))
     return y
 
 
-def _form(conv: keras.layers.Layer, h: int, w: int) -> str | None:
-    """Which matmul form computes `conv` on an h x w map, or None: the convolution itself."""
+def _form(conv: keras.layers.Layer, h: int, w: int, dtype: tf.DType) -> str | None:
+    """Which matmul form computes `conv` on an h x w map of `dtype`, or None: the convolution itself."""
     if conv.data_format != "channels_last" or tuple(conv.dilation_rate) != (1, 1):
         return None
     kh, kw = conv.kernel_size
@@ -71,39 +76,98 @@ def _form(conv: keras.layers.Layer, h: int, w: int) -> str | None:
             return None
         if (h, w) == (1, 1) and conv.padding == "valid":
             return "dense_transposed"
-        return "transposed_kernel_grad" if (h, w) != (1, 1) and conv.padding == "same" and tiny else None
+        stride = conv.strides[0]
+        overlap = (conv.padding == "same" and tiny and stride >= 2 and tuple(conv.strides) == (stride, stride)
+                   and kh % stride == 0 and kw % stride == 0)
+        return "overlap_add" if overlap else None
     if tuple(conv.strides) != (1, 1):
         return None
     if (h, w) == (kh, kw) and conv.padding == "valid":
         return "dense"
-    return "toeplitz" if conv.padding == "same" and tiny and kh % 2 == 1 and kw % 2 == 1 else None
+    if conv.padding != "same" or kh % 2 == 0 or kw % 2 == 0:
+        return None
+    if tiny:
+        return "toeplitz"
+    return "tap_kernel_grad" if dtype == tf.bfloat16 and h * w <= MAX_TAP_GRAD_PIXELS else None
 
 
-def _transposed_conv(x: tf.Tensor, kernel: tf.Tensor, strides: tuple[int, int]) -> tf.Tensor:
-    """'same' transposed conv whose kernel gradient is one matmul (oneDNN's is slow on tiny inputs); the
-    forward pass and the input gradient stay convolutions."""
+def _toeplitz_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """Stride-1 'same' conv as x @ T, T = the Toeplitz matrix [(in pixel, in channel), (out pixel, out channel)].
+
+    The kernel gradient sums dT's pixel-pair blocks onto their taps; dT is formed as a batch of per-pair
+    products x_i^T dy_o already in (pair, channels) order, so no transpose of the large dT is needed (bf16:
+    272 -> 130 ms forward + backward for the D's 4x4 maps, fp32 478 -> 355 ms).
+    """
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    kh, kw, _, d = kernel.shape
+    p = h * w
+    placement = tf.constant(_placement(h, w, kh, kw).reshape(p * p, kh * kw), kernel.dtype)  # [(i, o), tap]
 
     @tf.custom_gradient
     def run(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        n, h, w, cin = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
-        kh, kw, cout, _ = kernel.shape
-        sh, sw = strides
-        y = tf.nn.conv2d_transpose(x, kernel, tf.stack([n, h * sh, w * sw, cout]), strides, "SAME")
+        blocks = tf.matmul(placement, tf.reshape(kernel, [kh * kw, c * d]))  # block (i, o) = kernel[tap(i, o)]
+        toeplitz = tf.reshape(tf.transpose(tf.reshape(blocks, [p, p, c, d]), [0, 2, 1, 3]), [p * c, p * d])
+        y = tf.matmul(tf.reshape(x, [-1, p * c]), toeplitz)
 
         def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            dx = tf.nn.conv2d(dy, kernel, strides, "SAME")
-            # Uncropped output: y_full[s * m + t] += x[m] @ kernel[t]; 'same' crops (k - s) // 2 in front.
-            full = tf.pad(dy, [[0, 0], [(kh - sh) // 2, (kh - sh + 1) // 2], [(kw - sw) // 2, (kw - sw + 1) // 2],
-                               [0, 0]])
-            taps = [full[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw, :]
-                    for i in range(kh) for j in range(kw)]  # each [N, h, w, out]: what x[m] met through tap t
-            dk = tf.matmul(tf.reshape(x, [-1, cin]), tf.reshape(tf.concat(taps, -1), [-1, kh * kw * cout]),
-                           transpose_a=True)  # [in, taps * out]
-            return dx, tf.transpose(tf.reshape(dk, [cin, kh, kw, cout]), [1, 2, 3, 0])
+            dy = tf.reshape(dy, [-1, p * d])
+            dx = tf.matmul(dy, toeplitz, transpose_b=True)
+            x_pixels = tf.transpose(tf.reshape(x, [-1, p, c]), [1, 2, 0])[:, None]  # [i, 1, c, N]
+            dy_pixels = tf.transpose(tf.reshape(dy, [-1, p, d]), [1, 0, 2])[None]  # [1, o, N, d]
+            d_blocks = tf.reshape(tf.matmul(x_pixels, dy_pixels), [p * p, c * d])  # [(i, o), (c, d)]
+            d_kernel = tf.matmul(placement, d_blocks, transpose_a=True)
+            return tf.reshape(dx, tf.shape(x)), tf.reshape(d_kernel, kernel.shape)
+
+        return tf.reshape(y, [-1, h, w, d]), grad
+
+    return run(x, kernel)
+
+
+def _conv_tap_kernel_grad(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """Stride-1 'same' conv (odd kernel) whose kernel gradient is one matmul per tap: kernel[t] gets
+    x shifted by t (zero-padded) ^T dy. The forward pass and the input gradient stay convolutions (bf16 on
+    the D's 8x8 maps: 362 -> 259 ms forward + backward at batch 384, 216 -> 175 ms at 256)."""
+
+    @tf.custom_gradient
+    def run(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        y = tf.nn.conv2d(x, kernel, 1, "SAME")
+
+        def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, "SAME")
+            kh, kw, cin, cout = kernel.shape
+            h, w = x.shape[1], x.shape[2]
+            padded = tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]])
+            dy = tf.reshape(dy, [-1, cout])
+            taps = [tf.matmul(tf.reshape(padded[:, i:i + h, j:j + w, :], [-1, cin]), dy, transpose_a=True)
+                    for i in range(kh) for j in range(kw)]
+            return dx, tf.reshape(tf.stack(taps), kernel.shape)
 
         return y, grad
 
     return run(x, kernel)
+
+
+def _overlap_add(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
+    """'same' transposed conv, stride s dividing the kernel size, as one matmul plus col2im.
+
+    y_full[s * m + t] += x[m] @ kernel[t]^T; with t = s * a + r (r < s) the contributions of offset (a, b)
+    land on the stride-s grid shifted by (s * a, s * b): depth_to_space places them, a pad shifts them.
+    """
+    h, w, cin = x.shape[1], x.shape[2], x.shape[3]
+    kh, kw, cout, _ = kernel.shape
+    qh, qw = kh // stride, kw // stride
+    # kernel [(a r), (b s'), out, in] -> [in, (a, b, r, s', out)]: each (a, b) block is one contiguous chunk.
+    k = tf.transpose(tf.reshape(kernel, [qh, stride, qw, stride, cout, cin]), [5, 0, 2, 1, 3, 4])
+    contributions = tf.matmul(tf.reshape(x, [-1, cin]), tf.reshape(k, [cin, kh * kw * cout]))
+    shifted = []
+    for index, chunk in enumerate(tf.split(contributions, qh * qw, axis=1)):
+        a, b = divmod(index, qw)
+        grid = tf.nn.depth_to_space(tf.reshape(chunk, [-1, h, w, stride * stride * cout]), stride)
+        shifted.append(tf.pad(grid, [[0, 0], [stride * a, stride * (qh - 1 - a)],
+                                     [stride * b, stride * (qw - 1 - b)], [0, 0]]))
+    full = tf.add_n(shifted)  # [N, s * h + kh - s, s * w + kw - s, out]
+    top, left = (kh - stride) // 2, (kw - stride) // 2  # 'same' crops (k - s) // 2 in front
+    return full[:, top:top + stride * h, left:left + stride * w, :]
 
 
 @functools.cache
