@@ -23,7 +23,8 @@ from unit_tf import losses
 from unit_tf.data.pipeline import DomainData, eval_batches, match_channels, source_dataset
 from unit_tf.distribute import MultiWorkerFit, fit_outputs
 from unit_tf.files import write_text
-from unit_tf.model import UNIT, make_optimizer
+from unit_tf.model import UNIT
+from unit_tf.optimizers import make_optimizer
 
 # One traced predictor per (model, domain), kept while the model lives: evaluating every few hundred steps
 # must not retrace. The closure holds the model weakly, so the cache never keeps a model alive. No

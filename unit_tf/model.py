@@ -15,10 +15,11 @@ import keras
 import tensorflow as tf
 
 from unit_tf import losses
-from unit_tf.config import PRECISIONS, OptimizerConfig, UNITConfig
+from unit_tf.config import PRECISIONS, UNITConfig
 from unit_tf.distribute import MultiWorkerFit, fit_outputs
 from unit_tf.layers import PACKAGE, CoordinateChannels, replica_seed
 from unit_tf.networks import build_classifier_head, build_networks
+from unit_tf.optimizers import make_optimizer
 
 #: Every loss term reported each step (paper losses): the unweighted terms, then the weighted totals.
 METRIC_NAMES = ("d_gan", "g_gan", "kl", "recon_l1", "cycle_kl", "cycle_l1", "d_loss", "g_loss")
@@ -457,30 +458,6 @@ class UNIT(MultiWorkerFit, keras.Model):
     def compile_from_config(self, config: dict[str, Any]) -> None:
         self.compile(d_optimizer=keras.optimizers.deserialize(config["d_optimizer"]),
                      g_optimizer=keras.optimizers.deserialize(config["g_optimizer"]))
-
-
-def make_optimizer(cfg: OptimizerConfig, name: str, precision: str = "float32") -> keras.optimizers.Optimizer:
-    """Adam with the config's settings, inside a LossScaleOptimizer that skips non-finite updates.
-
-    Decoupled weight decay only when asked for (else L2 in the loss). In float32 and bfloat16 the loss scale
-    starts at 1 and never grows, so it changes nothing but this: a step whose gradients are not finite is not
-    applied (weights, moments and step count untouched) — what lets `train.on_nan=skip-step` skip, and `stop`
-    keep the weights of the last good step. In float16 it is Keras' dynamic loss scaling (start 2^15, halve on
-    overflow and skip that step, double after 2000 good steps): fp16 gradients would underflow unscaled.
-    """
-    decoupled = cfg.weight_decay if cfg.weight_decay_mode == "decoupled" and cfg.weight_decay > 0 else None
-    adam = keras.optimizers.Adam(
-        learning_rate=cfg.learning_rate,
-        beta_1=cfg.beta_1,
-        beta_2=cfg.beta_2,
-        epsilon=cfg.epsilon,
-        weight_decay=decoupled,
-        name=f"{name}_adam",
-    )
-    if precision == "float16":
-        return keras.optimizers.LossScaleOptimizer(adam, initial_scale=2.0**15, dynamic_growth_steps=2000,
-                                                   name=name)
-    return keras.optimizers.LossScaleOptimizer(adam, initial_scale=1.0, dynamic_growth_steps=2**30, name=name)
 
 
 def build_model(config: UNITConfig, strategy: tf.distribute.Strategy | None = None) -> UNIT:
