@@ -14,8 +14,8 @@ exact rewrites, the kernel variable unchanged:
   4x4 -> 8x8): one matmul gives every input pixel's kernel-sized contribution, which are then added where
   they overlap (col2im); autodiff makes both gradients matmuls too (bf16: 451 -> 158 ms forward + backward,
   fp32: 408 -> 314 ms; the convolution wins from 8x8 maps on, so larger maps keep it);
-- not a rewrite of the forward pass: a bfloat16 stride-1 'same' conv on a map of at most
-  `MAX_TAP_GRAD_PIXELS` pixels gets its kernel gradient as one matmul per tap.
+- not a rewrite of the forward pass: on a machine without GPU, a bfloat16 stride-1 'same' conv on a map of at
+  most `MAX_TAP_GRAD_PIXELS` pixels gets its kernel gradient as one matmul per tap.
 Everything else returns None and runs as the convolution it is.
 """
 
@@ -88,7 +88,14 @@ def _form(conv: keras.layers.Layer, h: int, w: int, dtype: tf.DType) -> str | No
         return None
     if tiny:
         return "toeplitz"
-    return "tap_kernel_grad" if dtype == tf.bfloat16 and h * w <= MAX_TAP_GRAD_PIXELS else None
+    tap_grad = dtype == tf.bfloat16 and h * w <= MAX_TAP_GRAD_PIXELS and not _gpus()
+    return "tap_kernel_grad" if tap_grad else None
+
+
+@functools.cache
+def _gpus() -> bool:
+    """Whether TF sees a GPU: the per-tap kernel gradient works around oneDNN (CPU) only, not cuDNN."""
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def _toeplitz_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
