@@ -144,6 +144,19 @@ def test_fused_batch_norm_synchronizes_over_replicas():
     np.testing.assert_allclose(y, np.concatenate([np.full([2, 2, 2, 3], -1.0), np.full([2, 2, 2, 3], 1.0)]))
 
 
+def _outputs_and_gradients(runs, x, variables) -> list[list[np.ndarray]]:
+    """For each way `run` of computing a conv: its output and the gradients of a nonlinear loss of it with
+    respect to x and `variables`, as float32 arrays."""
+    results = []
+    for run in runs:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.cast(run(x), tf.float32)
+            loss = tf.reduce_sum(tf.square(y) + tf.sin(y))
+        results.append([tf.cast(t, tf.float32).numpy() for t in (y, *tape.gradient(loss, [x, *variables]))])
+    return results
+
+
 @pytest.mark.parametrize("layer, shape", [
     (keras.layers.Conv2DTranspose(6, 4, strides=2, padding="valid"), [3, 1, 1, 5]),  # generator's first layer
     (keras.layers.Conv2D(6, 8, padding="valid"), [3, 8, 8, 5]),  # encoder's kernel-covers-the-map layer
@@ -158,15 +171,10 @@ def test_tiny_map_convolutions_as_matmuls_equal_the_convolution(layer, shape):
     x = tf.random.stateless_normal(shape, seed=[5, 6])
     layer.build(shape)
     layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=[7, 8]))
-    results = []
-    for run in (layer, lambda t: conv_matmul.convolve(layer, t)):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = run(x)
-            loss = tf.reduce_sum(tf.square(y) + tf.sin(y))
-        results.append([y, *tape.gradient(loss, [x, *layer.trainable_variables])])
+    results = _outputs_and_gradients((layer, lambda t: conv_matmul.convolve(layer, t)), x,
+                                     layer.trainable_variables)
     for want, got in zip(*results, strict=True):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_bf16_kernel_gradient_by_tap_equals_the_convolution():
@@ -175,17 +183,10 @@ def test_bf16_kernel_gradient_by_tap_equals_the_convolution():
     layer.build([3, 8, 8, 5])
     layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=[7, 8]))
     x = tf.cast(tf.random.stateless_normal([3, 8, 8, 5], seed=[5, 6]), tf.bfloat16)
-    results = []
-    for run in (lambda t: tf.nn.conv2d(t, tf.cast(layer.kernel, t.dtype), 1, "SAME"),
-                lambda t: conv_matmul.convolve(layer, t) - tf.cast(layer.bias, t.dtype)):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            kernel = layer.kernel
-            y = tf.cast(run(x), tf.float32)
-            loss = tf.reduce_sum(tf.square(y) + tf.sin(y))
-        results.append([y, *tape.gradient(loss, [x, kernel])])
+    results = _outputs_and_gradients((lambda t: tf.nn.conv2d(t, tf.cast(layer.kernel, t.dtype), 1, "SAME"),
+                                      lambda t: conv_matmul.convolve(layer, t) - tf.cast(layer.bias, t.dtype)),
+                                     x, [layer.kernel])
     for want, got in zip(*results, strict=True):
-        want, got = tf.cast(want, tf.float32).numpy(), tf.cast(got, tf.float32).numpy()
         np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * np.abs(want).max())
 
 

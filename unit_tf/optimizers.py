@@ -37,7 +37,6 @@ class FusedAdam(keras.optimizers.Adam):
             beta1_power=tf.pow(cast(self.beta_1), step), beta2_power=tf.pow(cast(self.beta_2), step),
             lr=cast(learning_rate), beta1=cast(self.beta_1), beta2=cast(self.beta_2), epsilon=cast(self.epsilon),
             grad=cast(gradient), use_locking=False)
-        return None
 
 
 def make_optimizer(cfg: OptimizerConfig, name: str, precision: str = "float32") -> keras.optimizers.Optimizer:
