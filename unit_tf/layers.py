@@ -28,6 +28,18 @@ def replica_seed(generator: keras.random.SeedGenerator) -> tf.Tensor:
     return seed + tf.cast(tf.stack([0, replica]), seed.dtype)
 
 
+def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
+    """Inverted dropout whose mask draws 16 random bits per element: half the Philox work of a float32
+    uniform per element (the D's dropout masks: 71 -> 32 ms per bf16 digits_official step). The drop probability
+    is rate rounded to a multiple of 2^-16 (0.1 -> 0.100006), and kept values are scaled by its inverse."""
+    threshold = round(rate * 65536)
+    size = tf.size(x)
+    words = tf.random.stateless_uniform([(size + 1) // 2], seed, minval=None, maxval=None, dtype=tf.uint32)
+    bits = tf.reshape(tf.reshape(tf.bitcast(words, tf.uint16), [-1])[:size], tf.shape(x))
+    scale = tf.cast(65536 / (65536 - threshold), x.dtype)
+    return tf.where(bits >= threshold, x * scale, tf.zeros_like(x))
+
+
 @keras.saving.register_keras_serializable(PACKAGE)
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """Keras BatchNormalization (same variables, same updates) computed by TF's fused kernel where it can be.
@@ -101,6 +113,8 @@ class ConvBlock(keras.layers.Layer):
             raise ValueError(f"unknown norm {norm!r}")
         if activation not in ("none", "relu", "leaky_relu", "tanh"):
             raise ValueError(f"unknown activation {activation!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.filters = filters
         self.kernel_size = kernel_size
         self.strides = strides
@@ -196,8 +210,7 @@ class ConvBlock(keras.layers.Layer):
         elif self.activation == "tanh":
             x = tf.tanh(x)
         if self.dropout_seed is not None and training:
-            keep = tf.random.stateless_uniform(tf.shape(x), replica_seed(self.dropout_seed)) >= self.dropout
-            x = tf.where(keep, x / tf.cast(1.0 - self.dropout, x.dtype), tf.zeros_like(x))
+            x = dropout(x, self.dropout, replica_seed(self.dropout_seed))
         return x
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
