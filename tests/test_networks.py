@@ -10,7 +10,7 @@ from helpers import tiny_config
 
 from unit_tf import conv_matmul
 from unit_tf.errors import UserError
-from unit_tf.layers import ConvBlock, CoordinateChannels, FusedBatchNormalization
+from unit_tf.layers import ConvBlock, CoordinateChannels, FusedBatchNormalization, dropout
 from unit_tf.model import UNIT, build_model
 from unit_tf.networks import CoupledNetwork
 
@@ -165,6 +165,7 @@ def _outputs_and_gradients(runs, x, variables) -> list[list[np.ndarray]]:
     (keras.layers.Conv2DTranspose(6, 4, strides=2, padding="same"), [3, 4, 4, 5]),  # generator's 4x4 -> 8x8
     (keras.layers.Conv2DTranspose(6, 6, strides=3, padding="same", use_bias=False), [3, 2, 3, 5]),  # stride 3
     (keras.layers.Conv2DTranspose(6, (4, 6), strides=2, padding="same"), [3, 3, 2, 5]),  # kernel 4 x 6
+    (keras.layers.Conv2DTranspose(6, 8, strides=2, padding="same"), [3, 1, 2, 5]),  # kernel 4x the output
 ])
 def test_tiny_map_convolutions_as_matmuls_equal_the_convolution(layer, shape):
     """Values and gradients (input, kernel, bias) of the matmul forms equal TF's convolution."""
@@ -190,6 +191,30 @@ def test_bf16_kernel_gradient_by_tap_equals_the_convolution():
         np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("settings, shape", [
+    (dict(kernel_size=4, strides=2), [3, 8, 8, 5]),  # generator's 8x8 -> 16x16
+    (dict(kernel_size=(4, 6), strides=2, use_bias=False), [3, 5, 6, 5]),
+    (dict(kernel_size=6, strides=3), [2, 4, 7, 5]),
+])
+def test_transposed_kernel_gradient_by_block_equals_the_convolution(settings, shape, dtype, monkeypatch):
+    """Transposed convs on maps of 17-64 pixels: the kernel gradient block by block equals TF's (CPU form)."""
+    monkeypatch.setattr(conv_matmul, "_gpus", lambda: False)
+    layer = keras.layers.Conv2DTranspose(6, padding="same", **settings)
+    layer.build(shape)
+    layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=[7, 8]))
+    x = tf.cast(tf.random.stateless_normal(shape, seed=[5, 6]), dtype)
+    assert conv_matmul._form(layer, shape[1], shape[2], x.dtype) == "block_kernel_grad"
+    native = lambda t: tf.nn.conv2d_transpose(  # noqa: E731
+        t, tf.cast(layer.kernel, t.dtype), [shape[0], shape[1] * layer.strides[0], shape[2] * layer.strides[1],
+                                            layer.filters], layer.strides, "SAME")
+    bias = (lambda t: tf.cast(layer.bias, t.dtype)) if layer.use_bias else (lambda t: 0.0)
+    results = _outputs_and_gradients((native, lambda t: conv_matmul.convolve(layer, t) - bias(t)), x, [layer.kernel])
+    tol = 1e-4 if dtype == "float32" else 0.05
+    for want, got in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
 def test_larger_maps_keep_the_convolution():
     layer = keras.layers.Conv2D(4, 5, padding="same")
     layer.build([1, 8, 8, 3])
@@ -200,6 +225,20 @@ def test_larger_maps_keep_the_convolution():
     odd = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same")  # kernel not a multiple of the stride
     odd.build([1, 2, 2, 3])
     assert conv_matmul.convolve(odd, tf.zeros([1, 2, 2, 3])) is None
+
+
+@pytest.mark.parametrize("rate, dtype, shape", [(0.1, "float32", [101, 33, 3, 11]), (0.5, "bfloat16", [7, 5, 3])])
+def test_dropout_drops_at_the_rate_and_keeps_the_mean(rate, dtype, shape):
+    x = tf.ones(shape, dtype)
+    y = dropout(x, rate, tf.constant([3, 4])).numpy().astype(np.float32)
+    kept = y != 0
+    assert y.shape == tuple(shape)
+    assert abs(kept.mean() - (1 - rate)) < 4 * np.sqrt(rate * (1 - rate) / kept.size)
+    np.testing.assert_allclose(y[kept], 1 / (1 - rate), rtol=1e-2 if dtype == "bfloat16" else 1e-4)
+    assert np.array_equal(dropout(x, rate, tf.constant([3, 4])).numpy(), y)  # a pure function of the seed
+    assert not np.array_equal(dropout(x, rate, tf.constant([3, 5])).numpy().astype(np.float32), y)
+    with pytest.raises(ValueError, match="dropout"):
+        ConvBlock(4, 3, dropout=1.0)
 
 
 def test_coordinate_channels():
