@@ -7,7 +7,8 @@ input pipeline (`train_dataset`: in-memory uint8 images, shuffled batches gather
 trained with the same compiled step `model.fit` runs. Reported:
 
 - `step_ms`: median wall time of the timed steps (after `--warmup` steps, which include tracing);
-  `step_ms_min` the fastest of them (what the machine does in a quiet moment);
+  `step_ms_min` the fastest of them (what the machine does in a quiet moment), `step_ms_each` all of them in
+  order (on a shared machine the spread is other tenants' work, not the step's);
 - `images_per_sec`: images per domain per second (global batch / median step time);
 - `model_flops_per_step`: float operations of the compiled train-step graph, counted by TensorFlow's
   profiler from the graph's ops and static shapes (forward, backward and optimizer; both updates);
@@ -194,6 +195,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
     return {"preset": args.preset, "dataset": args.dataset, "mixed_precision": precision,
             "batch_size": config.data.batch_size, "replicas": strategy.num_replicas_in_sync,
             "step_ms": round(1000 * step_s, 1), "step_ms_min": round(1000 * min(totals), 1),
+            "step_ms_each": [round(1000 * t, 1) for t in totals],
             "images_per_sec": round(config.data.batch_size / step_s, 1),
             "model_flops_per_step": flops, "achieved_gflops": round(achieved, 1),
             "peak_matmul_gflops": round(peak.gflops, 1), "mfu": round(achieved / peak.gflops, 3),
