@@ -8,7 +8,7 @@ trained with the same compiled step `model.fit` runs. Reported:
 
 - `step_ms`: median wall time of the timed steps (after `--warmup` steps, which include tracing);
   `step_ms_min` the fastest of them (what the machine does in a quiet moment), `step_ms_each` all of them in
-  order (on a shared machine the spread is other tenants' work, not the step's);
+  order (their spread shows how steady the machine was during the run);
 - `images_per_sec`: images per domain per second (global batch / median step time);
 - `model_flops_per_step`: float operations of the compiled train-step graph, counted by TensorFlow's
   profiler from the graph's ops and static shapes (forward, backward and optimizer; both updates);
