@@ -215,6 +215,27 @@ def test_transposed_kernel_gradient_by_block_equals_the_convolution(settings, sh
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+@pytest.mark.parametrize("settings, shape", [
+    (dict(kernel_size=5, strides=2), [3, 20, 20, 5]),  # digit encoder's padded 20x20 -> 8x8
+    (dict(kernel_size=(4, 3), strides=2, use_bias=False), [2, 9, 7, 4]),  # odd map, kernel 4 x 3
+    (dict(kernel_size=5, strides=3), [2, 11, 12, 3]),
+])
+def test_strided_kernel_gradient_by_block_equals_the_convolution(settings, shape, monkeypatch):
+    """bfloat16 strided convs on small maps: the kernel gradient block by block equals oneDNN's (CPU form)."""
+    monkeypatch.setattr(conv_matmul, "_gpus", lambda: False)
+    layer = keras.layers.Conv2D(6, padding="valid", **settings)
+    layer.build(shape)
+    layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=[7, 8]))
+    x = tf.cast(tf.random.stateless_normal(shape, seed=[5, 6]), tf.bfloat16)
+    assert conv_matmul._form(layer, shape[1], shape[2], x.dtype) == "strided_kernel_grad"
+    assert conv_matmul._form(layer, shape[1], shape[2], tf.float32) is None
+    native = lambda t: tf.nn.conv2d(t, tf.cast(layer.kernel, t.dtype), layer.strides, "VALID")  # noqa: E731
+    bias = (lambda t: tf.cast(layer.bias, t.dtype)) if layer.use_bias else (lambda t: 0.0)
+    results = _outputs_and_gradients((native, lambda t: conv_matmul.convolve(layer, t) - bias(t)), x, [layer.kernel])
+    for want, got in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * np.abs(want).max())
+
+
 def test_larger_maps_keep_the_convolution():
     layer = keras.layers.Conv2D(4, 5, padding="same")
     layer.build([1, 8, 8, 3])

@@ -16,7 +16,9 @@ exact rewrites, the kernel variable unchanged:
   fp32: 408 -> 314 ms; the convolution wins from 8x8 maps on, so larger maps keep it);
 - not rewrites of the forward pass, on a machine without GPU only: a bfloat16 stride-1 'same' conv on a map of
   at most `MAX_TAP_GRAD_PIXELS` pixels gets its kernel gradient as one matmul per tap; a 'same' transposed conv
-  of such a map (stride dividing the kernel: the generator's 8x8 -> 16x16) as one matmul per kernel block.
+  of such a map (stride dividing the kernel: the generator's 8x8 -> 16x16) as one matmul per kernel block; a
+  bfloat16 strided 'valid' conv on a map of at most `MAX_STRIDED_GRAD_PIXELS` pixels (the encoder's padded
+  20x20 -> 8x8) likewise, block by block.
 Everything else returns None and runs as the convolution it is.
 """
 
@@ -38,6 +40,11 @@ MAX_TOEPLITZ_PIXELS = 16
 #: as fast or faster.
 MAX_TAP_GRAD_PIXELS = 64
 
+#: Largest (padded) input on which a bfloat16 strided 'valid' conv takes its kernel gradient block by block:
+#: the digit encoder's 20x20 -> 8x8 (48 -> 31 ms at batch 128); on its 36x36 first layer (5 channels) and in
+#: float32 oneDNN's kernel gradient is faster.
+MAX_STRIDED_GRAD_PIXELS = 400
+
 
 def convolve(conv: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor | None:
     """conv(x) as one matmul when `conv` (a built Conv2D / Conv2DTranspose) and x's static shape allow it."""
@@ -51,6 +58,8 @@ def convolve(conv: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor | None:
         y = _conv_tap_kernel_grad(x, kernel)
     elif form == "block_kernel_grad":
         y = _transposed_block_kernel_grad(x, kernel, conv.strides[0])
+    elif form == "strided_kernel_grad":
+        y = _strided_block_kernel_grad(x, kernel, conv.strides[0])
     elif form == "overlap_add":
         y = _overlap_add(x, kernel, conv.strides[0])
     elif form == "dense_transposed":
@@ -86,8 +95,11 @@ def _form(conv: keras.layers.Layer, h: int, w: int, dtype: tf.DType) -> str | No
         if blocks and tiny:
             return "overlap_add"
         return "block_kernel_grad" if blocks and h * w <= MAX_TAP_GRAD_PIXELS and not _gpus() else None
+    stride = conv.strides[0]
     if tuple(conv.strides) != (1, 1):
-        return None
+        strided = (stride >= 2 and tuple(conv.strides) == (stride, stride) and conv.padding == "valid"
+                   and dtype == tf.bfloat16 and h * w <= MAX_STRIDED_GRAD_PIXELS and not _gpus())
+        return "strided_kernel_grad" if strided else None
     if (h, w) == (kh, kw) and conv.padding == "valid":
         return "dense"
     if conv.padding != "same" or kh % 2 == 0 or kw % 2 == 0:
@@ -154,6 +166,37 @@ def _conv_tap_kernel_grad(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
             taps = [tf.matmul(tf.reshape(padded[:, i:i + h, j:j + w, :], [-1, cin]), dy, transpose_a=True)
                     for i in range(kh) for j in range(kw)]
             return dx, tf.reshape(tf.stack(taps), kernel.shape)
+
+        return y, grad
+
+    return run(x, kernel)
+
+
+def _strided_block_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
+    """'valid' conv with stride s whose kernel gradient is one matmul per s x s block of taps; the forward pass
+    and the input gradient stay oneDNN's.
+
+    dK[s * a + r] = sum_m x[s * (m + a) + r]^T dy[m]: space_to_depth(x) shifted by (a, b) holds every phase
+    (r, r') of block (a, b); taps past the kernel's edge (a kernel not a multiple of s) are computed and dropped.
+    """
+
+    @tf.custom_gradient
+    def run(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        y = tf.nn.conv2d(x, kernel, stride, "VALID")
+
+        def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), stride, "VALID")
+            kh, kw, cin, cout = kernel.shape
+            out_h, out_w = dy.shape[1], dy.shape[2]
+            qh, qw = -(-kh // stride), -(-kw // stride)
+            padded = tf.pad(x, [[0, 0], [0, -x.shape[1] % stride], [0, -x.shape[2] % stride], [0, 0]])
+            phases = tf.nn.space_to_depth(padded, stride)  # [N, ceil(H / s), ceil(W / s), (r, r', in)]
+            dy2 = tf.reshape(dy, [-1, cout])
+            blocks = [tf.matmul(tf.reshape(phases[:, a:a + out_h, b:b + out_w, :], [-1, stride * stride * cin]),
+                                dy2, transpose_a=True) for a in range(qh) for b in range(qw)]  # [(r, r', in), out]
+            d_kernel = tf.reshape(tf.stack(blocks), [qh, qw, stride, stride, cin, cout])  # a b r r' in out
+            d_kernel = tf.reshape(tf.transpose(d_kernel, [0, 2, 1, 3, 4, 5]), [qh * stride, qw * stride, cin, cout])
+            return dx, d_kernel[:kh, :kw]
 
         return y, grad
 
