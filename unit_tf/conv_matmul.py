@@ -1,4 +1,5 @@
-"""Convolutions on tiny feature maps computed as single matmuls (same kernels, same results, faster on CPUs).
+"""Convolutions on small feature maps, or their kernel gradients, computed as matmuls (same kernels, same
+results, faster on CPUs).
 
 oneDNN's convolution kernels are slow on maps of a few pixels, above all for the weight gradient in bfloat16
 (digits_official, 2 CPU cores: the 1x1 -> 4x4 transposed conv of the generator takes 285 ms forward + backward
@@ -192,8 +193,8 @@ def _strided_block_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> 
             padded = tf.pad(x, [[0, 0], [0, -x.shape[1] % stride], [0, -x.shape[2] % stride], [0, 0]])
             phases = tf.nn.space_to_depth(padded, stride)  # [N, ceil(H / s), ceil(W / s), (r, r', in)]
             dy2 = tf.reshape(dy, [-1, cout])
-            blocks = [tf.matmul(tf.reshape(phases[:, a:a + out_h, b:b + out_w, :], [-1, stride * stride * cin]),
-                                dy2, transpose_a=True) for a in range(qh) for b in range(qw)]  # [(r, r', in), out]
+            blocks = [tf.matmul(block, dy2, transpose_a=True)  # [(r, r', in), out]
+                      for block in _shifted_blocks(phases, out_h, out_w, qh, qw)]
             d_kernel = tf.reshape(tf.stack(blocks), [qh, qw, stride, stride, cin, cout])  # a b r r' in out
             d_kernel = tf.reshape(tf.transpose(d_kernel, [0, 2, 1, 3, 4, 5]), [qh * stride, qw * stride, cin, cout])
             return dx, d_kernel[:kh, :kw]
@@ -225,8 +226,8 @@ def _transposed_block_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, stride: int) 
             padded = tf.pad(dy, [[0, 0], [top, kh - stride - top], [left, kw - stride - left], [0, 0]])
             phases = tf.nn.space_to_depth(padded, stride)  # [N, h + qh - 1, w + qw - 1, (r, r', out)]
             x2 = tf.reshape(x, [-1, cin])
-            blocks = [tf.matmul(x2, tf.reshape(phases[:, a:a + h, b:b + w, :], [-1, stride * stride * cout]),
-                                transpose_a=True) for a in range(qh) for b in range(qw)]  # [in, (r, r', out)]
+            blocks = [tf.matmul(x2, block, transpose_a=True)  # [in, (r, r', out)]
+                      for block in _shifted_blocks(phases, h, w, qh, qw)]
             d_kernel = tf.reshape(tf.stack(blocks), [qh, qw, cin, stride, stride, cout])  # a b in r r' out
             d_kernel = tf.reshape(tf.transpose(d_kernel, [0, 3, 1, 4, 5, 2]), kernel.shape)
             return dx, d_kernel
@@ -234,6 +235,12 @@ def _transposed_block_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, stride: int) 
         return y, grad
 
     return run(x, kernel)
+
+
+def _shifted_blocks(phases: tf.Tensor, h: int, w: int, qh: int, qw: int) -> list[tf.Tensor]:
+    """The h x w windows of a space_to_depth map at every block offset (a, b), a < qh, b < qw, as
+    [pixels, phase channels] matrices, row-major in (a, b)."""
+    return [tf.reshape(phases[:, a:a + h, b:b + w, :], [-1, phases.shape[-1]]) for a in range(qh) for b in range(qw)]
 
 
 def _overlap_add(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
