@@ -178,17 +178,26 @@ def test_tiny_map_convolutions_as_matmuls_equal_the_convolution(layer, shape):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_bf16_kernel_gradient_by_tap_equals_the_convolution():
-    """bfloat16 8x8 maps: the conv's kernel gradient tap by tap equals oneDNN's (to bf16 rounding)."""
-    layer = keras.layers.Conv2D(6, 5, padding="same")
-    layer.build([3, 8, 8, 5])
+def _check_kernel_gradient_form(layer, shape, dtype, form, native, monkeypatch):
+    """On a CPU `convolve` takes `form` for `layer` on `shape`, and its output and gradients (input, kernel) equal
+    those of native(x, kernel), TF's own op (to float32 or bf16 rounding)."""
+    monkeypatch.setattr(conv_matmul, "_gpus", lambda: False)
+    layer.build(shape)
     layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=[7, 8]))
-    x = tf.cast(tf.random.stateless_normal([3, 8, 8, 5], seed=[5, 6]), tf.bfloat16)
-    results = _outputs_and_gradients((lambda t: tf.nn.conv2d(t, tf.cast(layer.kernel, t.dtype), 1, "SAME"),
-                                      lambda t: conv_matmul.convolve(layer, t) - tf.cast(layer.bias, t.dtype)),
-                                     x, [layer.kernel])
+    x = tf.cast(tf.random.stateless_normal(shape, seed=[5, 6]), dtype)
+    assert conv_matmul._form(layer, shape[1], shape[2], x.dtype) == form
+    bias = (lambda t: tf.cast(layer.bias, t.dtype)) if layer.use_bias else (lambda t: 0.0)
+    results = _outputs_and_gradients((lambda t: native(t, tf.cast(layer.kernel, t.dtype)),
+                                      lambda t: conv_matmul.convolve(layer, t) - bias(t)), x, [layer.kernel])
+    tol = 1e-4 if dtype == "float32" else 0.05
     for want, got in zip(*results, strict=True):
-        np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * np.abs(want).max())
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_bf16_kernel_gradient_by_tap_equals_the_convolution(monkeypatch):
+    """bfloat16 8x8 maps: the conv's kernel gradient tap by tap equals oneDNN's."""
+    _check_kernel_gradient_form(keras.layers.Conv2D(6, 5, padding="same"), [3, 8, 8, 5], "bfloat16",
+                                "tap_kernel_grad", lambda t, k: tf.nn.conv2d(t, k, 1, "SAME"), monkeypatch)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -198,21 +207,12 @@ def test_bf16_kernel_gradient_by_tap_equals_the_convolution():
     (dict(kernel_size=6, strides=3), [2, 4, 7, 5]),
 ])
 def test_transposed_kernel_gradient_by_block_equals_the_convolution(settings, shape, dtype, monkeypatch):
-    """Transposed convs on maps of 17-64 pixels: the kernel gradient block by block equals TF's (CPU form)."""
-    monkeypatch.setattr(conv_matmul, "_gpus", lambda: False)
+    """Transposed convs on maps of 17-64 pixels: the kernel gradient block by block equals TF's."""
     layer = keras.layers.Conv2DTranspose(6, padding="same", **settings)
-    layer.build(shape)
-    layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=[7, 8]))
-    x = tf.cast(tf.random.stateless_normal(shape, seed=[5, 6]), dtype)
-    assert conv_matmul._form(layer, shape[1], shape[2], x.dtype) == "block_kernel_grad"
-    native = lambda t: tf.nn.conv2d_transpose(  # noqa: E731
-        t, tf.cast(layer.kernel, t.dtype), [shape[0], shape[1] * layer.strides[0], shape[2] * layer.strides[1],
-                                            layer.filters], layer.strides, "SAME")
-    bias = (lambda t: tf.cast(layer.bias, t.dtype)) if layer.use_bias else (lambda t: 0.0)
-    results = _outputs_and_gradients((native, lambda t: conv_matmul.convolve(layer, t) - bias(t)), x, [layer.kernel])
-    tol = 1e-4 if dtype == "float32" else 0.05
-    for want, got in zip(*results, strict=True):
-        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    out_shape = [shape[0], shape[1] * layer.strides[0], shape[2] * layer.strides[1], layer.filters]
+    _check_kernel_gradient_form(layer, shape, dtype, "block_kernel_grad",
+                                lambda t, k: tf.nn.conv2d_transpose(t, k, out_shape, layer.strides, "SAME"),
+                                monkeypatch)
 
 
 @pytest.mark.parametrize("settings, shape", [
@@ -221,19 +221,12 @@ def test_transposed_kernel_gradient_by_block_equals_the_convolution(settings, sh
     (dict(kernel_size=5, strides=3), [2, 11, 12, 3]),
 ])
 def test_strided_kernel_gradient_by_block_equals_the_convolution(settings, shape, monkeypatch):
-    """bfloat16 strided convs on small maps: the kernel gradient block by block equals oneDNN's (CPU form)."""
-    monkeypatch.setattr(conv_matmul, "_gpus", lambda: False)
+    """bfloat16 strided convs on small maps: the kernel gradient block by block equals oneDNN's; float32 keeps
+    oneDNN's own."""
     layer = keras.layers.Conv2D(6, padding="valid", **settings)
-    layer.build(shape)
-    layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=[7, 8]))
-    x = tf.cast(tf.random.stateless_normal(shape, seed=[5, 6]), tf.bfloat16)
-    assert conv_matmul._form(layer, shape[1], shape[2], x.dtype) == "strided_kernel_grad"
+    _check_kernel_gradient_form(layer, shape, "bfloat16", "strided_kernel_grad",
+                                lambda t, k: tf.nn.conv2d(t, k, layer.strides, "VALID"), monkeypatch)
     assert conv_matmul._form(layer, shape[1], shape[2], tf.float32) is None
-    native = lambda t: tf.nn.conv2d(t, tf.cast(layer.kernel, t.dtype), layer.strides, "VALID")  # noqa: E731
-    bias = (lambda t: tf.cast(layer.bias, t.dtype)) if layer.use_bias else (lambda t: 0.0)
-    results = _outputs_and_gradients((native, lambda t: conv_matmul.convolve(layer, t) - bias(t)), x, [layer.kernel])
-    for want, got in zip(*results, strict=True):
-        np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * np.abs(want).max())
 
 
 def test_larger_maps_keep_the_convolution():

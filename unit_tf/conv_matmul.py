@@ -15,17 +15,18 @@ exact rewrites, the kernel variable unchanged:
   4x4 -> 8x8): one matmul gives every input pixel's kernel-sized contribution, which are then added where
   they overlap (col2im); autodiff makes both gradients matmuls too (bf16: 451 -> 158 ms forward + backward,
   fp32: 408 -> 314 ms; the convolution wins from 8x8 maps on, so larger maps keep it);
-- not rewrites of the forward pass, on a machine without GPU only: a bfloat16 stride-1 'same' conv on a map of
-  at most `MAX_TAP_GRAD_PIXELS` pixels gets its kernel gradient as one matmul per tap; a 'same' transposed conv
-  of such a map (stride dividing the kernel: the generator's 8x8 -> 16x16) as one matmul per kernel block; a
-  bfloat16 strided 'valid' conv on a map of at most `MAX_STRIDED_GRAD_PIXELS` pixels (the encoder's padded
-  20x20 -> 8x8) likewise, block by block.
+- not rewrites of the forward pass, on a machine without GPU only: the kernel gradient as one matmul per
+  s x s block of taps (`_kernel_grad_by_blocks`; stride 1: per tap) for a bfloat16 stride-1 'same' conv on a
+  map of at most `MAX_KERNEL_GRAD_PIXELS` pixels, a 'same' transposed conv of such a map (stride dividing the
+  kernel: the generator's 8x8 -> 16x16) and a bfloat16 strided 'valid' conv on a map of at most
+  `MAX_STRIDED_GRAD_PIXELS` pixels (the encoder's padded 20x20 -> 8x8).
 Everything else returns None and runs as the convolution it is.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -39,7 +40,7 @@ MAX_TOEPLITZ_PIXELS = 16
 #: Largest map on which a bfloat16 stride-1 conv takes its kernel gradient tap by tap (8x8: the D's third
 #: layer), and a transposed conv (any dtype) block by block; on 16x16 maps oneDNN's own kernel gradients are
 #: as fast or faster.
-MAX_TAP_GRAD_PIXELS = 64
+MAX_KERNEL_GRAD_PIXELS = 64
 
 #: Largest (padded) input on which a bfloat16 strided 'valid' conv takes its kernel gradient block by block:
 #: the digit encoder's 20x20 -> 8x8 (48 -> 31 ms at batch 128); on its 36x36 first layer (5 channels) and in
@@ -84,36 +85,35 @@ def _form(conv: keras.layers.Layer, h: int, w: int, dtype: tf.DType) -> str | No
     if conv.data_format != "channels_last" or tuple(conv.dilation_rate) != (1, 1):
         return None
     kh, kw = conv.kernel_size
+    stride = conv.strides[0]
+    strided = stride >= 2 and tuple(conv.strides) == (stride, stride)
     tiny = h * w <= MAX_TOEPLITZ_PIXELS
     if isinstance(conv, keras.layers.Conv2DTranspose):
         if conv.output_padding is not None:
             return None
         if (h, w) == (1, 1) and conv.padding == "valid":
             return "dense_transposed"
-        stride = conv.strides[0]
-        blocks = (conv.padding == "same" and stride >= 2 and tuple(conv.strides) == (stride, stride)
-                  and kh % stride == 0 and kw % stride == 0)
+        blocks = strided and conv.padding == "same" and kh % stride == 0 and kw % stride == 0
         if blocks and tiny:
             return "overlap_add"
-        return "block_kernel_grad" if blocks and h * w <= MAX_TAP_GRAD_PIXELS and not _gpus() else None
-    stride = conv.strides[0]
+        return "block_kernel_grad" if blocks and h * w <= MAX_KERNEL_GRAD_PIXELS and not _gpus() else None
     if tuple(conv.strides) != (1, 1):
-        strided = (stride >= 2 and tuple(conv.strides) == (stride, stride) and conv.padding == "valid"
-                   and dtype == tf.bfloat16 and h * w <= MAX_STRIDED_GRAD_PIXELS and not _gpus())
-        return "strided_kernel_grad" if strided else None
+        blocks = (strided and conv.padding == "valid" and dtype == tf.bfloat16
+                  and h * w <= MAX_STRIDED_GRAD_PIXELS and not _gpus())
+        return "strided_kernel_grad" if blocks else None
     if (h, w) == (kh, kw) and conv.padding == "valid":
         return "dense"
     if conv.padding != "same" or kh % 2 == 0 or kw % 2 == 0:
         return None
     if tiny:
         return "toeplitz"
-    tap_grad = dtype == tf.bfloat16 and h * w <= MAX_TAP_GRAD_PIXELS and not _gpus()
+    tap_grad = dtype == tf.bfloat16 and h * w <= MAX_KERNEL_GRAD_PIXELS and not _gpus()
     return "tap_kernel_grad" if tap_grad else None
 
 
 @functools.cache
 def _gpus() -> bool:
-    """Whether TF sees a GPU: the per-tap kernel gradient works around oneDNN (CPU) only, not cuDNN."""
+    """Whether TF sees a GPU: the matmul kernel gradients work around oneDNN (CPU) only, not cuDNN."""
     return bool(tf.config.list_logical_devices("GPU"))
 
 
@@ -149,98 +149,87 @@ def _toeplitz_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     return run(x, kernel)
 
 
-def _conv_tap_kernel_grad(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-    """Stride-1 'same' conv (odd kernel) whose kernel gradient is one matmul per tap: kernel[t] gets
-    x shifted by t (zero-padded) ^T dy. The forward pass and the input gradient stay convolutions (bf16 on
-    the D's 8x8 maps: 362 -> 259 ms forward + backward at batch 384, 216 -> 175 ms at 256)."""
+def _with_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, forward: Callable, input_grad: Callable,
+                      kernel_grad: Callable) -> tf.Tensor:
+    """forward(x, kernel), a oneDNN convolution, with its input gradient input_grad(dy, x, kernel) (oneDNN's too)
+    but its kernel gradient kernel_grad(x, dy) — the one oneDNN computes slowly on small maps."""
 
     @tf.custom_gradient
     def run(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        y = tf.nn.conv2d(x, kernel, 1, "SAME")
-
         def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), 1, "SAME")
-            kh, kw, cin, cout = kernel.shape
-            h, w = x.shape[1], x.shape[2]
-            padded = tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]])
-            dy = tf.reshape(dy, [-1, cout])
-            taps = [tf.matmul(tf.reshape(padded[:, i:i + h, j:j + w, :], [-1, cin]), dy, transpose_a=True)
-                    for i in range(kh) for j in range(kw)]
-            return dx, tf.reshape(tf.stack(taps), kernel.shape)
+            return input_grad(dy, x, kernel), kernel_grad(x, dy)
 
-        return y, grad
+        return forward(x, kernel), grad
 
     return run(x, kernel)
 
 
-def _strided_block_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
-    """'valid' conv with stride s whose kernel gradient is one matmul per s x s block of taps; the forward pass
-    and the input gradient stay oneDNN's.
+def _kernel_grad_by_blocks(x: tf.Tensor, dy: tf.Tensor, stride: int, kernel_shape: tf.TensorShape) -> tf.Tensor:
+    """Kernel gradient [kh, kw, in, out] of a 'valid' stride-s conv of x (padded already) whose output gradient
+    is dy, as one matmul per s x s block of taps (stride 1: per tap).
 
     dK[s * a + r] = sum_m x[s * (m + a) + r]^T dy[m]: space_to_depth(x) shifted by (a, b) holds every phase
     (r, r') of block (a, b); taps past the kernel's edge (a kernel not a multiple of s) are computed and dropped.
     """
+    kh, kw, cin, cout = kernel_shape
+    qh, qw = -(-kh // stride), -(-kw // stride)
+    if stride > 1:
+        x = tf.pad(x, [[0, 0], [0, -x.shape[1] % stride], [0, -x.shape[2] % stride], [0, 0]])
+        x = tf.nn.space_to_depth(x, stride)  # [N, ceil(H / s), ceil(W / s), (r, r', in)]
+    h, w, dy2 = dy.shape[1], dy.shape[2], tf.reshape(dy, [-1, cout])
+    blocks = [tf.matmul(tf.reshape(x[:, a:a + h, b:b + w, :], [-1, x.shape[-1]]), dy2, transpose_a=True)
+              for a in range(qh) for b in range(qw)]  # each [(r, r', in), out]
+    d_kernel = tf.reshape(tf.stack(blocks), [qh, qw, stride, stride, cin, cout])  # a b r r' in out
+    d_kernel = tf.reshape(tf.transpose(d_kernel, [0, 2, 1, 3, 4, 5]), [qh * stride, qw * stride, cin, cout])
+    return d_kernel[:kh, :kw]
 
-    @tf.custom_gradient
-    def run(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        y = tf.nn.conv2d(x, kernel, stride, "VALID")
 
-        def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), stride, "VALID")
-            kh, kw, cin, cout = kernel.shape
-            out_h, out_w = dy.shape[1], dy.shape[2]
-            qh, qw = -(-kh // stride), -(-kw // stride)
-            padded = tf.pad(x, [[0, 0], [0, -x.shape[1] % stride], [0, -x.shape[2] % stride], [0, 0]])
-            phases = tf.nn.space_to_depth(padded, stride)  # [N, ceil(H / s), ceil(W / s), (r, r', in)]
-            dy2 = tf.reshape(dy, [-1, cout])
-            blocks = [tf.matmul(block, dy2, transpose_a=True)  # [(r, r', in), out]
-                      for block in _shifted_blocks(phases, out_h, out_w, qh, qw)]
-            d_kernel = tf.reshape(tf.stack(blocks), [qh, qw, stride, stride, cin, cout])  # a b r r' in out
-            d_kernel = tf.reshape(tf.transpose(d_kernel, [0, 2, 1, 3, 4, 5]), [qh * stride, qw * stride, cin, cout])
-            return dx, d_kernel[:kh, :kw]
+def _conv_tap_kernel_grad(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """Stride-1 'same' conv (odd kernel) whose kernel gradient is one matmul per tap of the zero-padded x
+    (bf16 on the D's 8x8 maps: 362 -> 259 ms forward + backward at batch 384, 216 -> 175 ms at 256)."""
+    kh, kw = kernel.shape[0], kernel.shape[1]
+    return _with_kernel_grad(
+        x, kernel,
+        forward=lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
+        input_grad=lambda dy, x, k: tf.nn.conv2d_transpose(dy, k, tf.shape(x), 1, "SAME"),
+        kernel_grad=lambda x, dy: _kernel_grad_by_blocks(
+            tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]]), dy, 1, kernel.shape),
+    )
 
-        return y, grad
 
-    return run(x, kernel)
+def _strided_block_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
+    """'valid' conv with stride s whose kernel gradient is one matmul per s x s block of taps (bf16, the digit
+    encoder's 20x20 -> 8x8 at batch 128: 48 -> 31 ms)."""
+    return _with_kernel_grad(
+        x, kernel,
+        forward=lambda x, k: tf.nn.conv2d(x, k, stride, "VALID"),
+        input_grad=lambda dy, x, k: tf.nn.conv2d_transpose(dy, k, tf.shape(x), stride, "VALID"),
+        kernel_grad=lambda x, dy: _kernel_grad_by_blocks(x, dy, stride, kernel.shape),
+    )
 
 
 def _transposed_block_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
     """'same' transposed conv (stride s dividing the kernel) whose kernel gradient is one matmul per s x s
-    block of taps; the forward pass and the input gradient stay oneDNN's.
+    block of taps (bf16, 8x8 -> 16x16, batch 128, forward + backward: 266 -> 179 ms; fp32 428 -> 311 ms).
 
-    y[s * m + t - top] += x[m] @ kernel[t]^T, so with dy padded by top in front, tap t = s * a + r reads
-    dy_pad[s * (m + a) + r]: space_to_depth(dy_pad) shifted by (a, b) holds every phase (r, r') of block
-    (a, b) at once (bf16, 8x8 -> 16x16, batch 128, forward + backward: 266 -> 179 ms; fp32 428 -> 311 ms).
+    A transposed conv is the input gradient of the strided conv with the same kernel [kh, kw, out, in], so its
+    kernel gradient is that conv's, with the roles swapped: the conv's input is dy padded as 'same' pads
+    ((k - s) // 2 in front), its output gradient is x.
     """
+    kh, kw, cout, _ = kernel.shape
+    top, left = (kh - stride) // 2, (kw - stride) // 2
 
-    @tf.custom_gradient
-    def run(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        n, h, w, cin = tf.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
-        kh, kw, cout, _ = kernel.shape
-        y = tf.nn.conv2d_transpose(x, kernel, tf.stack([n, stride * h, stride * w, cout]), stride, "SAME")
+    def forward(x: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+        shape = tf.stack([tf.shape(x)[0], stride * x.shape[1], stride * x.shape[2], cout])
+        return tf.nn.conv2d_transpose(x, k, shape, stride, "SAME")
 
-        def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            dx = tf.nn.conv2d(dy, kernel, stride, "SAME")
-            qh, qw = kh // stride, kw // stride
-            top, left = (kh - stride) // 2, (kw - stride) // 2
-            padded = tf.pad(dy, [[0, 0], [top, kh - stride - top], [left, kw - stride - left], [0, 0]])
-            phases = tf.nn.space_to_depth(padded, stride)  # [N, h + qh - 1, w + qw - 1, (r, r', out)]
-            x2 = tf.reshape(x, [-1, cin])
-            blocks = [tf.matmul(x2, block, transpose_a=True)  # [in, (r, r', out)]
-                      for block in _shifted_blocks(phases, h, w, qh, qw)]
-            d_kernel = tf.reshape(tf.stack(blocks), [qh, qw, cin, stride, stride, cout])  # a b in r r' out
-            d_kernel = tf.reshape(tf.transpose(d_kernel, [0, 3, 1, 4, 5, 2]), kernel.shape)
-            return dx, d_kernel
-
-        return y, grad
-
-    return run(x, kernel)
-
-
-def _shifted_blocks(phases: tf.Tensor, h: int, w: int, qh: int, qw: int) -> list[tf.Tensor]:
-    """The h x w windows of a space_to_depth map at every block offset (a, b), a < qh, b < qw, as
-    [pixels, phase channels] matrices, row-major in (a, b)."""
-    return [tf.reshape(phases[:, a:a + h, b:b + w, :], [-1, phases.shape[-1]]) for a in range(qh) for b in range(qw)]
+    return _with_kernel_grad(
+        x, kernel, forward,
+        input_grad=lambda dy, x, k: tf.nn.conv2d(dy, k, stride, "SAME"),
+        kernel_grad=lambda x, dy: _kernel_grad_by_blocks(
+            tf.pad(dy, [[0, 0], [top, kh - stride - top], [left, kw - stride - left], [0, 0]]), x, stride,
+            kernel.shape),
+    )
 
 
 def _overlap_add(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
