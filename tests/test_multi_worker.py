@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, run_script
 
 from unit_tf.config import resolve_config
 from unit_tf.errors import UserError
@@ -97,21 +97,26 @@ def test_multi_worker_needs_a_cluster(monkeypatch):
     resolve_config("mnist_usps", "digits_small", overrides={"train.strategy": "multi_worker"})
 
 
+def start_workers(data_dir, run, steps: int, *extra: str, preset: str = "digits_small") -> list[subprocess.Popen]:
+    """train.py as two workers on localhost (free ports), writing `run`; stdout and stderr piped."""
+    cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
+    args = ["train.py", "--dataset", "mnist_usps", "--preset", preset, "--data-dir", str(data_dir),
+            "--output-dir", str(run), "--batch-size", "8", "--no-export", "--steps", str(steps),
+            "--strategy", "multi_worker", *[a for k, v in TINY.items() for a in ("--set", f"{k}={v}")],
+            "--set", "train.checkpoint_every=100000", *extra]
+    return [subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                 TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
+        for i in range(2)]
+
+
 def test_a_signal_to_one_worker_stops_the_cluster_and_the_same_commands_resume(tmp_path, data_dir):
     """Preemption of one worker: every worker saves and exits 143 at the same step; restarted, they go on."""
     run = tmp_path / "run"
 
     def start(steps: int) -> list[subprocess.Popen]:
-        cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
-        args = ["train.py", "--dataset", "mnist_usps", "--preset", "digits_small", "--data-dir", str(data_dir),
-                "--output-dir", str(run), "--batch-size", "8", "--no-export", "--steps", str(steps),
-                "--strategy", "multi_worker", *[a for k, v in TINY.items() for a in ("--set", f"{k}={v}")],
-                "--set", "train.checkpoint_every=100000"]
-        return [subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-                     TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
-            for i in range(2)]
+        return start_workers(data_dir, run, steps)
 
     procs = start(100000)
     deadline = time.time() + 180
@@ -129,3 +134,47 @@ def test_a_signal_to_one_worker_stops_the_cluster_and_the_same_commands_resume(t
     outputs = [p.communicate(timeout=180)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith(f"ckpt-{saved + 4}")
+
+
+def test_a_signal_during_the_classifier_warm_up_stops_every_worker(tmp_path, data_dir):
+    """Domain adaptation starts with a source-only warm-up; a SIGTERM there (TensorFlow's own multi-worker
+    SIGTERM handler would swallow it) stops both workers at one step, saying nothing was saved."""
+    run = tmp_path / "run"
+    procs = start_workers(data_dir, run, 10, "--set", "train.classifier_warmup_steps=1000000",
+                          preset="digits_da_small")
+    try:
+        for line in procs[0].stdout:  # the chief announces the warm-up
+            if line.startswith("Source-only classifier:"):
+                break
+        else:
+            raise AssertionError(f"no warm-up: {procs[0].communicate()[1][-2000:]}")
+        procs[1].send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [143, 143], outputs
+    assert "stopped by a signal to another worker during the source-only classifier warm-up" in outputs[0]
+    assert "stopped by SIGTERM during the source-only classifier warm-up" in outputs[1]
+    assert "nothing was saved" in outputs[1] and "Traceback" not in outputs[0] + outputs[1]
+    assert not (run / "checkpoints").is_dir() or not any((run / "checkpoints").iterdir())
+    assert not (run / "eval" / "source_only.json").exists()
+
+
+def test_a_taken_port_is_one_clear_error(tmp_path, data_dir):
+    holder = socket.socket()
+    holder.bind(("", 0))  # every interface, as the worker's gRPC server binds
+    holder.listen()
+    port, other = holder.getsockname()[1], free_ports(1)[0]
+    try:
+        result = run_script("train.py", "--dataset", "mnist_usps", "--data-dir", str(data_dir), "--output-dir",
+                            str(tmp_path / "run"), "--steps", "2", env={"TF_CONFIG": json.dumps(
+                                {"cluster": {"worker": [f"localhost:{port}", f"localhost:{other}"]},
+                                 "task": {"type": "worker", "index": 0}})})
+    finally:
+        holder.close()
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train.py:")]
+    assert len(lines) == 1 and f"could not start this worker's server at localhost:{port}" in lines[0]
+    assert "free ports in TF_CONFIG" in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

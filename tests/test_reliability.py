@@ -93,6 +93,23 @@ def test_signal_saves_a_checkpoint_and_exits(tmp_path, data_dir, sig, code):
     assert "Traceback" not in stderr
 
 
+def test_a_signal_during_the_classifier_warm_up_stops_it(tmp_path, data_dir):
+    """The domain-adaptation presets start with a source-only classifier warm-up: a signal there stops it at a
+    step too, with one line, and records nothing."""
+    run = tmp_path / "run"
+    proc = _start(_base(data_dir, run, 10, "--set", "train.classifier_warmup_steps=1000000"))
+    _wait_for(proc, lambda: proc.stdout.readline().startswith("Source-only classifier:"))
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert time.time() - sent < 15
+    lines = [line for line in stderr.splitlines() if line.startswith("train.py:")]
+    assert len(lines) == 1 and "stopped by SIGTERM during the source-only classifier warm-up" in lines[0], stderr
+    assert "nothing was saved" in lines[0] and "Traceback" not in stderr
+    assert _latest_step(run) == 0 and not (run / "eval" / "source_only.json").exists()
+
+
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
     run = tmp_path / "run"
     result = run_script(*_base(data_dir, run, 10, "--set", "train.inject_nan_step=5"))

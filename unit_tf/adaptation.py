@@ -133,14 +133,16 @@ def make_source_only_trainer(unit: UNIT, strategy: tf.distribute.Strategy | None
 
 def train_source_only(unit: UNIT, train_a: DomainData, steps: int, batch_size: int, seed: int,
                       strategy: tf.distribute.Strategy | None = None, verbose: int = 0,
-                      trainer: SourceOnlyTrainer | None = None) -> float:
+                      trainer: SourceOnlyTrainer | None = None,
+                      callbacks: list[keras.callbacks.Callback] | None = None) -> float:
     """Train the classifier path on labelled source images for `steps`; returns the seconds it took.
 
-    Pass the same `trainer` again to continue (its optimizer state included)."""
+    Pass the same `trainer` again to continue (its optimizer state included); `callbacks` go to its fit (a
+    stop request ends it early)."""
     trainer = trainer or make_source_only_trainer(unit, strategy)
     start = time.time()
     trainer.fit(source_dataset(train_a, batch_size, seed), epochs=1, steps_per_epoch=steps, verbose=verbose,
-                shuffle=False)
+                shuffle=False, callbacks=callbacks)
     return time.time() - start
 
 

@@ -70,6 +70,13 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             raise UserError(f"could not start multi-worker training ({str(err).splitlines()[0]}); create the "
                             "strategy first: run train.py with TF_CONFIG set, before anything else uses "
                             "TensorFlow") from None
+        except tf.errors.UnknownError as err:  # "Could not start gRPC server": the address is taken
+            task = cluster["task"]
+            address = cluster["cluster"][task["type"]][int(task["index"])]
+            raise UserError(f"could not start this worker's server at {address} (TF_CONFIG task {task['type']} "
+                            f"{task['index']}: {err.message.splitlines()[0]}); the port is in use or not "
+                            "this machine's: stop what holds it, or give every worker free ports in "
+                            "TF_CONFIG") from None
     gpus = tf.config.list_logical_devices("GPU")
     cpus = tf.config.list_logical_devices("CPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):

@@ -76,18 +76,29 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
     chief = is_chief(strategy)
     # Other workers write the same files to a private folder, deleted at the end (TF multi-worker guide).
     run = shared if chief else RunDir(Path(tempfile.mkdtemp(prefix="unit_tf_worker_")))
+    # From here on a signal is a stop request, honoured at the next step: under multi-worker training
+    # TensorFlow's own SIGTERM handler (its preemption notifier) would otherwise swallow it.
     try:
-        return _train(config, strategy, shared, run, started, verbose, export_dir, overwrite, callbacks or [])
+        with signal_guard() as received:
+            return _train(config, strategy, shared, run, started, verbose, export_dir, overwrite,
+                          callbacks or [], received)
     finally:
         if not chief:
             shutil.rmtree(run.root, ignore_errors=True)
 
 
+def _interrupted(received: list[int], when: str) -> TrainingInterrupted:
+    """The error for a stop by a signal here (`received`) or, under multi-worker training, on another worker."""
+    signum = received[0] if received else signal.SIGTERM
+    name = signal.Signals(signum).name if received else "a signal to another worker"
+    return TrainingInterrupted(signum, f"stopped by {name} {when}")
+
+
 def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir, run: RunDir, started: float,
            verbose: int | None, export_dir: str | Path | None, overwrite: bool,
-           extra_callbacks: list[keras.callbacks.Callback]) -> UNIT:
+           extra_callbacks: list[keras.callbacks.Callback], received: list[int]) -> UNIT:
     """`train` on this worker: `run` is where it writes (the run directory on the chief), `shared` the run
-    directory it resumes from."""
+    directory it resumes from, `received` the signals that arrived (see signal_guard)."""
     chief = run is shared
     data = load_run_data(config, SAMPLE_IMAGES)
     # Every worker checks the run directory before the chief writes to it, so a refusal stops them all.
@@ -108,7 +119,12 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
     truncate_csv(run.accuracy_csv, start)
     adapting = model.classifier_head is not None
     if adapting and start == 0 and config.train.classifier_warmup_steps > 0:
-        _warm_up_classifier(model, config, data.train_a, data.test_a, data.test_b, run, strategy, verbose)
+        warm_up_stop = StopRequests(received, 0, strategy=strategy)
+        _warm_up_classifier(model, config, data.train_a, data.test_a, data.test_b, run, strategy, verbose,
+                            warm_up_stop)
+        if warm_up_stop.signalled:
+            raise _interrupted(received, "during the source-only classifier warm-up, before UNIT's first step; "
+                                         "nothing was saved. Run the same command again to start over")
     if start >= config.train.steps:
         print(f"{shared.root} is already at step {start} >= --steps {config.train.steps}; nothing to do",
               flush=True)
@@ -118,38 +134,36 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
     guard = DivergenceGuard(config.train.on_nan)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 0
-    with signal_guard() as received:
-        stop = StopRequests(received, config.train.time_limit_minutes, start=started,
-                            strategy=strategy)
-        callbacks = [
-            guard,
-            stop,
-            TrainingLogger(run.metrics_csv, writer, config.train.log_every, config.train.steps),
-            SampleWriter(
-                run.samples, writer,
-                to_model_range(data.samples_a).numpy(),
-                to_model_range(data.samples_b).numpy(),
-                config.train.sample_every,
-            ),
-            CheckpointSaver(checkpoint, config.train.checkpoint_every, guard),
-        ]
-        if adapting:
-            callbacks.append(adaptation.AccuracyLogger(run.accuracy_csv, writer, config.train.eval_every,
-                                                       data.test_a, data.test_b))
-        callbacks += extra_callbacks
-        step = start
-        try:
-            # Skipped (non-finite) steps do not count, so fit again until the step count is reached.
-            while (step < config.train.steps and not stop.signalled and guard.diverged is None
-                   and not stop.time_reached):
-                dataset = data.train_dataset(step, source_labels=adapting)
-                model.fit(dataset, epochs=1, steps_per_epoch=config.train.steps - step, callbacks=callbacks,
-                          verbose=verbose, shuffle=False)
-                step = checkpoint.step
-        except OSError as err:
-            where = err.filename or run.root
-            raise UserError(f"could not write {where} ({err.strerror or err}); free disk space or choose a "
-                            f"writable --output-dir (last checkpoint: {checkpoint.latest})") from None
+    stop = StopRequests(received, config.train.time_limit_minutes, start=started, strategy=strategy)
+    callbacks = [
+        guard,
+        stop,
+        TrainingLogger(run.metrics_csv, writer, config.train.log_every, config.train.steps),
+        SampleWriter(
+            run.samples, writer,
+            to_model_range(data.samples_a).numpy(),
+            to_model_range(data.samples_b).numpy(),
+            config.train.sample_every,
+        ),
+        CheckpointSaver(checkpoint, config.train.checkpoint_every, guard),
+    ]
+    if adapting:
+        callbacks.append(adaptation.AccuracyLogger(run.accuracy_csv, writer, config.train.eval_every,
+                                                   data.test_a, data.test_b))
+    callbacks += extra_callbacks
+    step = start
+    try:
+        # Skipped (non-finite) steps do not count, so fit again until the step count is reached.
+        while (step < config.train.steps and not stop.signalled and guard.diverged is None
+               and not stop.time_reached):
+            dataset = data.train_dataset(step, source_labels=adapting)
+            model.fit(dataset, epochs=1, steps_per_epoch=config.train.steps - step, callbacks=callbacks,
+                      verbose=verbose, shuffle=False)
+            step = checkpoint.step
+    except OSError as err:
+        where = err.filename or run.root
+        raise UserError(f"could not write {where} ({err.strerror or err}); free disk space or choose a "
+                        f"writable --output-dir (last checkpoint: {checkpoint.latest})") from None
     if guard.diverged is not None:
         at, what = guard.diverged
         raise TrainingDiverged(
@@ -159,10 +173,8 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
         )
     if stop.signalled:
         # A signal here, or (multi-worker) on another worker: all stop at the same step and exit alike.
-        signum = received[0] if received else signal.SIGTERM
-        name = signal.Signals(signum).name if received else "a signal to another worker"
-        raise TrainingInterrupted(signum, f"stopped by {name} at step {checkpoint.step}; checkpoint "
-                                  f"{checkpoint.latest} saved. Run the same command again to resume")
+        raise _interrupted(received, f"at step {checkpoint.step}; checkpoint {checkpoint.latest} saved. Run the "
+                                     "same command again to resume")
     if stop.time_reached:
         print(f"Time limit of {config.train.time_limit_minutes:g} minutes reached at step {checkpoint.step}; "
               f"checkpoint {checkpoint.latest} saved", flush=True)
@@ -174,12 +186,16 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
 
 
 def _warm_up_classifier(model: UNIT, config: UNITConfig, train_a: DomainData, test_a: DomainData,
-                        test_b: DomainData, run: RunDir, strategy: tf.distribute.Strategy, verbose: int | None) -> None:
-    """Train the source-only classifier that UNIT starts from, and record its accuracies (the DA baseline)."""
+                        test_b: DomainData, run: RunDir, strategy: tf.distribute.Strategy, verbose: int | None,
+                        stop: StopRequests) -> None:
+    """Train the source-only classifier that UNIT starts from, and record its accuracies (the DA baseline);
+    `stop` ends it early on a signal, recording nothing."""
     steps = config.train.classifier_warmup_steps
     print(f"Source-only classifier: {steps} steps on labelled {train_a.name}", flush=True)
     seconds = adaptation.train_source_only(model, train_a, steps, config.data.batch_size, config.train.seed,
-                                           strategy, verbose=1 if verbose else 0)
+                                           strategy, verbose=1 if verbose else 0, callbacks=[stop])
+    if stop.signalled:
+        return
     # Before the copy: the source classifier applied to target images as they are (channels matched).
     result = {"steps": steps, "seconds": round(seconds, 1),
               "source_accuracy": adaptation.accuracy(model, test_a, "a"),
