@@ -114,11 +114,7 @@ def start_workers(data_dir, run, steps: int, *extra: str, preset: str = "digits_
 def test_a_signal_to_one_worker_stops_the_cluster_and_the_same_commands_resume(tmp_path, data_dir):
     """Preemption of one worker: every worker saves and exits 143 at the same step; restarted, they go on."""
     run = tmp_path / "run"
-
-    def start(steps: int) -> list[subprocess.Popen]:
-        return start_workers(data_dir, run, steps)
-
-    procs = start(100000)
+    procs = start_workers(data_dir, run, 100000)
     deadline = time.time() + 180
     while not ((run / "metrics.csv").is_file() and (run / "metrics.csv").stat().st_size > 150):
         assert all(p.poll() is None for p in procs) and time.time() < deadline, "training did not start"
@@ -130,7 +126,7 @@ def test_a_signal_to_one_worker_stops_the_cluster_and_the_same_commands_resume(t
     saved = int(tf.train.latest_checkpoint(str(run / "checkpoints")).rsplit("-", 1)[1])
     assert saved > 0 and f"at step {saved}" in outputs[0]
 
-    procs = start(saved + 4)
+    procs = start_workers(data_dir, run, saved + 4)
     outputs = [p.communicate(timeout=180)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith(f"ckpt-{saved + 4}")

@@ -119,12 +119,8 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
     truncate_csv(run.accuracy_csv, start)
     adapting = model.classifier_head is not None
     if adapting and start == 0 and config.train.classifier_warmup_steps > 0:
-        warm_up_stop = StopRequests(received, 0, strategy=strategy)
         _warm_up_classifier(model, config, data.train_a, data.test_a, data.test_b, run, strategy, verbose,
-                            warm_up_stop)
-        if warm_up_stop.signalled:
-            raise _interrupted(received, "during the source-only classifier warm-up, before UNIT's first step; "
-                                         "nothing was saved. Run the same command again to start over")
+                            received)
     if start >= config.train.steps:
         print(f"{shared.root} is already at step {start} >= --steps {config.train.steps}; nothing to do",
               flush=True)
@@ -187,15 +183,17 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
 
 def _warm_up_classifier(model: UNIT, config: UNITConfig, train_a: DomainData, test_a: DomainData,
                         test_b: DomainData, run: RunDir, strategy: tf.distribute.Strategy, verbose: int | None,
-                        stop: StopRequests) -> None:
-    """Train the source-only classifier that UNIT starts from, and record its accuracies (the DA baseline);
-    `stop` ends it early on a signal, recording nothing."""
+                        received: list[int]) -> None:
+    """Train the source-only classifier that UNIT starts from, and record its accuracies (the DA baseline).
+    A signal (`received`, or on another worker) ends it at a step with TrainingInterrupted, recording nothing."""
     steps = config.train.classifier_warmup_steps
     print(f"Source-only classifier: {steps} steps on labelled {train_a.name}", flush=True)
+    stop = StopRequests(received, 0, strategy=strategy)
     seconds = adaptation.train_source_only(model, train_a, steps, config.data.batch_size, config.train.seed,
                                            strategy, verbose=1 if verbose else 0, callbacks=[stop])
     if stop.signalled:
-        return
+        raise _interrupted(received, "during the source-only classifier warm-up, before UNIT's first step; "
+                                     "nothing was saved. Run the same command again to start over")
     # Before the copy: the source classifier applied to target images as they are (channels matched).
     result = {"steps": steps, "seconds": round(seconds, 1),
               "source_accuracy": adaptation.accuracy(model, test_a, "a"),
