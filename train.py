@@ -128,11 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         from unit_tf.distribute import configure_logical_cpus
 
         configure_logical_cpus(args.logical_cpus)
+    from unit_tf.export import export_model
     from unit_tf.training import train
 
     output_dir = Path(args.output_dir or f"runs/{run_name(config)}")
-    export_dir = None if args.no_export else Path(args.export_dir) / output_dir.resolve().name
-    train(config, output_dir, export_dir=export_dir, overwrite=args.overwrite)
+    run = train(config, output_dir, overwrite=args.overwrite)
+    # A completed run (or one that reached its time limit) is exported by the process that wrote it.
+    if run.trained and run.chief and not args.no_export:
+        print(f"Exported SavedModel to {export_model(run.model, Path(args.export_dir) / output_dir.resolve().name)}",
+              flush=True)
     print(f"Run directory: {output_dir}")
     return 0
 

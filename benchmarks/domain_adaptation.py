@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix=f"da_{args.pair}_"))
     start = time.time()
     with contextlib.redirect_stdout(sys.stderr):
-        model = train(config, run_dir, verbose=0, overwrite=bool(args.output_dir))
+        model = train(config, run_dir, verbose=0, overwrite=bool(args.output_dir)).model
     minutes = (time.time() - start) / 60
     result = {"pair": args.pair, "preset": args.preset, "minutes": args.minutes,
               "steps": int(model.g_optimizer.iterations.numpy()), "precision": precision}

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     curve = GroundTruthCurve(test_a, test_b, args.eval_every)
     start = time.time()
     with contextlib.redirect_stdout(sys.stderr):
-        model = train(config, run_dir, verbose=0, overwrite=bool(args.output_dir), callbacks=[curve])
+        model = train(config, run_dir, verbose=0, overwrite=bool(args.output_dir), callbacks=[curve]).model
     seconds = time.time() - start
     steps = int(model.g_optimizer.iterations.numpy())
     curve.set_model(model)

@@ -110,7 +110,7 @@ def run_case(name: str, work: Path, digits: Path, folders: tuple[Path, Path]) ->
     config = resolve_config(dataset, preset, overrides=values)
     recorder = Recorder()
     run_dir = work / name
-    model = training.train(config, run_dir, verbose=0, callbacks=[recorder])
+    model = training.train(config, run_dir, verbose=0, callbacks=[recorder]).model
     header = (run_dir / "metrics.csv").read_text().splitlines()[0]
     record = {"steps": recorder.steps, "weights": weight_record(model), "metrics_csv_header": header}
     warm_up = run_dir / "eval" / "source_only.json"

@@ -120,7 +120,7 @@ def test_target_labels_do_not_change_training(tmp_path):
                     x, y = f["x"], f["y"]
                 np.savez(path, x=x, y=(y * 7 + 3) % 10)
         config = da_config(**{"data.data_dir": str(data_dir), "train.steps": 3, "train.deterministic": True})
-        model = train(config, tmp_path / f"run_{name}", verbose=0)
+        model = train(config, tmp_path / f"run_{name}", verbose=0).model
         weights.append([(v.name, v.numpy()) for v in model.variables])  # same order in both models
     assert len(weights[0]) == len(weights[1])
     for (name, first), (_, second) in zip(*weights, strict=True):
@@ -184,7 +184,7 @@ def test_svhn_mnist_adaptation_runs_on_tfds_mock_data(tmp_path, monkeypatch):
     config = resolve_config("svhn_mnist", None, overrides={**DA_TINY, "train.steps": 2})
     assert config.preset == "digits_da" and config.data.invert_b and config.model.channels_a == 3
     with tfds.testing.mock_data(num_examples=16):
-        model = train(config, tmp_path / "run", verbose=0)
+        model = train(config, tmp_path / "run", verbose=0).model
     assert int(model.g_optimizer.iterations.numpy()) == 2
     baseline = adaptation.read_json(tmp_path / "run" / "eval" / "source_only.json")
     assert baseline["target_path_initialized"] is False  # RGB source, gray target: D_b's first block differs

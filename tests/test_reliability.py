@@ -112,7 +112,7 @@ def test_a_signal_during_the_classifier_warm_up_stops_it(tmp_path, data_dir):
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
     run = tmp_path / "run"
-    result = run_script(*_base(data_dir, run, 10, "--set", "train.inject_nan_step=5"))
+    result = run_script("tests/nan_train.py", "--nan-step", "5", *_base(data_dir, run, 10)[1:])
     assert result.returncode == 3, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("train.py:")]
     assert len(lines) == 1 and "non-finite loss 'd_gan' at step 5" in lines[0], result.stderr
@@ -124,7 +124,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data_dir
 
 def test_nan_step_is_skipped_on_request(tmp_path, data_dir):
     run = tmp_path / "run"
-    result = run_script(*_base(data_dir, run, 8, "--on-nan", "skip-step", "--set", "train.inject_nan_step=5"))
+    result = run_script("tests/nan_train.py", "--nan-step", "5", *_base(data_dir, run, 8, "--on-nan", "skip-step")[1:])
     assert result.returncode == 0, result.stderr
     assert "step 5: non-finite loss, update skipped" in result.stderr
     assert _latest_step(run) == 8

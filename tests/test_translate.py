@@ -56,7 +56,7 @@ def run_dir(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def model(run_dir):
-    from unit_tf.training import load_trained
+    from unit_tf.runs import load_trained
 
     model, config, step = load_trained(run_dir)
     assert step == 2 and config.model.image_size == S

@@ -12,7 +12,8 @@ from helpers import tiny_translation_config
 from unit_tf.config import PRESETS, UNITConfig, apply_overrides, translation_preset
 from unit_tf.errors import UserError
 from unit_tf.layers import ResidualBlock
-from unit_tf.model import UNIT, build_model, metric_names
+from unit_tf.losses import term_names
+from unit_tf.model import UNIT, build_model
 
 SIZE = 16
 
@@ -92,7 +93,7 @@ def test_ablation_switch_builds_shares_and_trains(name):
     before = [v.numpy().copy() for v in model.g_variables + model.d_variables]
     for seed in range(2):  # eagerly: tracing the step would cost more than running it
         logs = model.train_step(_batch(seed=seed))
-    assert set(logs) == set(metric_names(config))
+    assert set(logs) == set(term_names(config.loss))
     assert all(np.isfinite(float(v)) for v in logs.values())
     after = model.g_variables + model.d_variables
     assert all(not np.array_equal(b, a.numpy()) for b, a in zip(before, after, strict=True))
@@ -106,8 +107,9 @@ def test_ablation_switch_builds_shares_and_trains(name):
 
 def test_multiscale_discriminator_sees_pooled_inputs():
     model = build_model(tiny_translation_config(**{"model.dis_scales": 2}))
-    logits_a, logits_b = model.discriminate_pair(_batch()["x_a"], _batch()["x_b"], training=False)
-    assert [x.shape for x in logits_a] == [(2, 16), (2, 4)]  # 16 px -> 4x4 patches, 8 px -> 2x2
+    d_a, d_b = model.discriminators.pass_rows({"real": _batch()["x_a"]}, {"real": _batch()["x_b"]}, training=False)
+    for logits in (d_a.logits("real"), d_b.logits("real")):
+        assert [x.shape for x in logits] == [(2, 16), (2, 4)]  # 16 px -> 4x4 patches, 8 px -> 2x2
     assert len(model.coarse_discriminators) == 1
     coarse = {v.path for v in model.coarse_discriminators[0].trainable_variables}
     assert coarse <= {v.path for v in model.d_variables} and not coarse & _paths(model.discriminator.private_a)

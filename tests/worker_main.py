@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unit_tf import training  # noqa: E402
 from unit_tf.config import parse_set_flags, resolve_config  # noqa: E402
+from unit_tf.export import export_model  # noqa: E402
 
 
 def weights(model) -> dict[str, np.ndarray]:  # noqa: ANN001
@@ -40,5 +41,7 @@ if __name__ == "__main__":
         overrides = overrides[2:]
     preset = overrides.pop(0).removeprefix("--preset=") if overrides[:1][0].startswith("--preset=") else "digits_small"
     config = resolve_config("mnist_usps", preset, overrides=parse_set_flags(overrides))
-    model = training.train(config, run_dir, verbose=0, export_dir=Path(run_dir).parent / "export")
-    np.savez(weights_path, **weights(model))
+    run = training.train(config, run_dir, verbose=0)
+    if run.chief:  # what train.py does after training
+        export_model(run.model, Path(run_dir).parent / "export")
+    np.savez(weights_path, **weights(run.model))

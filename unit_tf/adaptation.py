@@ -73,8 +73,7 @@ class SourceOnlyTrainer(MultiWorkerFit, keras.Model):
     def __init__(self, unit: UNIT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.unit = unit
-        disc = unit.discriminator
-        layers = disc.private_a + disc.shared[:-1] + [unit.classifier_head]  # not the real/fake head
+        layers = unit.discriminators.classifier_layers("a")  # D_a's trunk and the head, not the real/fake head
         self.classifier_variables = [v for layer in layers for v in layer.trainable_variables]
         self.loss_tracker = keras.metrics.Mean(name="source_only_loss")
         self.accuracy_tracker = keras.metrics.Mean(name="source_only_batch_accuracy")
@@ -110,8 +109,8 @@ class SourceOnlyTrainer(MultiWorkerFit, keras.Model):
 def copy_source_path_to_target(unit: UNIT) -> bool:
     """Start D_b's private layers from D_a's when their shapes match (same channel count), so the target
     path begins as the source-only classifier. Returns whether it copied."""
-    disc = unit.discriminator
-    pairs = list(zip(disc.private_a, disc.private_b, strict=True))
+    disc = unit.discriminators.scales[0]
+    pairs = list(zip(disc.private_layers("a"), disc.private_layers("b"), strict=True))
     vars_a = [v for layer, _ in pairs for v in layer.variables]
     vars_b = [v for _, layer in pairs for v in layer.variables]
     if [v.shape for v in vars_a] != [v.shape for v in vars_b]:
@@ -194,14 +193,12 @@ class AccuracyLogger(keras.callbacks.Callback):
         return values
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = int(self.model.g_optimizer.iterations.numpy())
-        if self.every and step % self.every == 0:
-            self.log(step)
+        if self.every and self.model.step % self.every == 0:
+            self.log(self.model.step)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        step = int(self.model.g_optimizer.iterations.numpy())
-        if step != self.last_logged:
-            self.log(step)
+        if self.model.step != self.last_logged:
+            self.log(self.model.step)
 
 
 def read_accuracy_csv(path: Path) -> list[dict[str, float]]:

@@ -16,11 +16,7 @@ from unit_tf.distribute import any_worker
 from unit_tf.files import atomic_path
 from unit_tf.images import GRID_ROWS, make_grid, write_png
 
-CSV_PREFIX = ("step", "wall_time", "steps_per_sec")  # then the model's metric_names
-
-
-def _global_step(model: keras.Model) -> int:
-    return int(model.g_optimizer.iterations.numpy())
+CSV_PREFIX = ("step", "wall_time", "steps_per_sec")  # then the model's terms (unit_tf.losses.TERMS)
 
 
 def truncate_csv(path: Path, last_step: int) -> None:
@@ -57,10 +53,10 @@ class TrainingLogger(keras.callbacks.Callback):
         self.names = tuple(self.model.metric_names)
         if new:
             self.csv.writerow((*CSV_PREFIX, *self.names))
-        self.last_time, self.last_step = time.time(), _global_step(self.model)
+        self.last_time, self.last_step = time.time(), self.model.step
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = _global_step(self.model)
+        step = self.model.step
         if step % self.log_every and step != self.total_steps:
             return
         now = time.time()
@@ -115,12 +111,12 @@ class SampleWriter(keras.callbacks.Callback):
         return path
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = _global_step(self.model)
+        step = self.model.step
         if step % self.every == 0:
             self.write(step)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        step = _global_step(self.model)
+        step = self.model.step
         if step != self.last_written and not self.model.stop_training:
             self.write(step)
 
@@ -142,10 +138,10 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.consecutive = 0
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.last_step = _global_step(self.model)
+        self.last_step = self.model.step
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = _global_step(self.model)
+        step = self.model.step
         attempted = self.last_step + 1
         if self.mode == "skip-step":
             skipped = step == self.last_step
@@ -206,7 +202,7 @@ class CheckpointSaver(keras.callbacks.Callback):
         return self.guard is None or self.guard.diverged is None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self._healthy() and _global_step(self.model) % self.every == 0:
+        if self._healthy() and self.model.step % self.every == 0:
             self.checkpoint.save()
 
     def on_train_end(self, logs: dict | None = None) -> None:

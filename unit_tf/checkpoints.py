@@ -35,7 +35,7 @@ class RunCheckpoint:
 
     @property
     def step(self) -> int:
-        return int(self.model.g_optimizer.iterations.numpy())
+        return self.model.step
 
     @property
     def latest(self) -> str | None:

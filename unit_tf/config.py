@@ -133,7 +133,6 @@ class TrainConfig:
     keep_checkpoints: int = 3
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism: bit-exact resumes
     on_nan: str = "stop"  # non-finite loss: "stop" (keep the last good checkpoint) or "skip-step"
-    inject_nan_step: int = 0  # testing hook: make the GAN loss NaN at this global step (0 = never)
     # Compute precision: "float32"; "bfloat16" (Keras mixed_bfloat16: bf16 math, float32 weights and
     # losses; ~1.5x faster on CPUs with AMX/AVX512-BF16 and on GPUs/TPUs); "float16" (mixed_float16 with
     # dynamic loss scaling: GPUs without bf16 units).
@@ -165,7 +164,7 @@ class UNITConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> UNITConfig:
         config = cls()
-        apply_overrides(config, flatten(values))
+        apply_overrides(config, {k: v for k, v in flatten(values).items() if k not in RETIRED_KEYS})
         return config
 
 
@@ -173,6 +172,9 @@ class UNITConfig:
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 # --mixed-precision (train.py, benchmarks) -> train.precision.
 MIXED_PRECISION = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+# Settings that earlier versions wrote to config.json and that no longer exist: ignored when a saved config is read.
+RETIRED_KEYS = frozenset({"train.inject_nan_step"})  # a test hook, now in tests/nan_train.py
 
 # Settings that may change between invocations on the same run directory without making it another run.
 NON_DEFINING_KEYS = frozenset(
@@ -187,7 +189,6 @@ NON_DEFINING_KEYS = frozenset(
         "train.keep_checkpoints",
         "train.deterministic",
         "train.on_nan",
-        "train.inject_nan_step",
         "train.time_limit_minutes",
         "train.eval_every",
     }
@@ -391,7 +392,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid JSON ({err}); fix or regenerate it") from None
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a JSON object of settings")
-    return flatten(values)
+    return {k: v for k, v in flatten(values).items() if k not in RETIRED_KEYS}
 
 
 def resolve_config(
@@ -530,8 +531,6 @@ def validate(config: UNITConfig) -> None:
         raise UserError("optimizer.weight_decay_mode must be 'l2' or 'decoupled'")
     if config.train.on_nan not in ("stop", "skip-step"):
         raise UserError(f"train.on_nan must be 'stop' or 'skip-step', got '{config.train.on_nan}'")
-    if config.train.inject_nan_step < 0:
-        raise UserError("train.inject_nan_step must be >= 0")
     if config.train.strategy not in ("auto", "one_device", "mirrored", "multi_worker"):
         raise UserError(
             f"unknown strategy '{config.train.strategy}'; choose auto, one_device, mirrored or multi_worker"

@@ -12,10 +12,14 @@ import tensorflow as tf
 from unit_tf import adaptation, plots
 from unit_tf.data.pipeline import DomainData, eval_batches, to_model_range
 from unit_tf.data.sources import load_eval_pair
-from unit_tf.images import GRID_ROWS, make_grid, write_png
+from unit_tf.images import GRID_ROWS, SAMPLE_IMAGES, make_grid, write_png
 from unit_tf.model import UNIT
-from unit_tf.runs import RunDir
-from unit_tf.training import SAMPLE_IMAGES, load_trained
+from unit_tf.runs import RunDir, load_trained
+
+
+def _per_image_error(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Mean absolute difference per image in [0, 1] pixel units (images are in [-1, 1]: half the difference)."""
+    return tf.reduce_mean(tf.abs(x - tf.cast(y, x.dtype)), axis=[1, 2, 3]) / 2.0
 
 
 def domain_errors(model: UNIT, images: np.ndarray, source: str, batch_size: int = 256) -> dict[str, float]:
@@ -27,9 +31,7 @@ def domain_errors(model: UNIT, images: np.ndarray, source: str, batch_size: int 
         mean = model.encode(x, source)
         recon = model.decode(mean, source)
         cycle = model.translate(model.decode(mean, other), other, source)
-        # Images are in [-1, 1]: half the absolute difference is the error in [0, 1] units.
-        per_image = lambda y: tf.reduce_mean(tf.abs(x - tf.cast(y, x.dtype)), axis=[1, 2, 3]) / 2.0  # noqa: E731
-        return per_image(recon), per_image(cycle)
+        return _per_image_error(x, recon), _per_image_error(x, cycle)
 
     recon_sum = cycle_sum = 0.0
     for x in eval_batches(images, batch_size):

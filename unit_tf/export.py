@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", type=positive_int, help="version number (default: the next free one)")
     p.add_argument("--keras", metavar="FILE", help="also save the full model (with optimizers) as a .keras file")
     args = p.parse_args(argv)
-    from unit_tf.training import load_trained
+    from unit_tf.runs import load_trained
 
     model, _, step = load_trained(args.run_dir)
     if args.keras:

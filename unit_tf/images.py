@@ -10,6 +10,9 @@ import tensorflow as tf
 
 from unit_tf.files import write_bytes
 
+#: Images per domain in a sample grid (training samples and evaluation).
+SAMPLE_IMAGES = 8
+
 #: Rows of a sample grid: for each domain the input, its reconstruction, translation and cycle.
 GRID_ROWS = ("x_a", "x_aa", "x_ab", "x_aba", "x_b", "x_bb", "x_ba", "x_bab")
 

@@ -1,8 +1,65 @@
-"""UNIT loss terms (paper Eqs. 2-5), each a scalar mean over the replica's batch."""
+"""UNIT loss terms (paper Eqs. 2-5), each a scalar mean over the replica's batch, and the one declaration of
+the terms a run reports (its metrics, metrics.csv columns and TensorBoard tags `loss/<name>`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import tensorflow as tf
+
+from unit_tf.config import LossConfig
+
+
+def recon_term(loss: LossConfig) -> str:
+    """The reconstruction term's name: recon_l1 or recon_sse."""
+    return f"recon_{loss.recon_distance}"
+
+
+def cycle_recon_term(loss: LossConfig) -> str:
+    """The cycle-reconstruction term's name: cycle_l1 or cycle_sse."""
+    return f"cycle_{loss.recon_distance}"
+
+
+def has_cycle(loss: LossConfig) -> bool:
+    """Whether the cycle stream (x_a -> x_ab -> x_aba) contributes a loss."""
+    return loss.cycle and (loss.cycle_kl > 0 or loss.cycle_recon > 0)
+
+
+class Term(NamedTuple):
+    """A reported term: its name (a string, or a function of the loss settings) and whether a run has it."""
+
+    name: str | Callable[[LossConfig], str]
+    active: Callable[[LossConfig], bool]
+
+
+def _always(loss: LossConfig) -> bool:
+    return True
+
+
+#: Every term in report order: the discriminator's and generator's terms, the domain-adaptation terms (all on
+#: labelled source images only), then the two weighted totals. `source_batch_accuracy` is no loss: the
+#: classifier's accuracy on the step's source batch.
+TERMS = (
+    Term("d_gan", _always),
+    Term("g_gan", _always),
+    Term("kl", _always),
+    Term(recon_term, lambda loss: loss.recon_stream),
+    Term("cycle_kl", has_cycle),
+    Term(cycle_recon_term, has_cycle),
+    Term("classifier", lambda loss: loss.classifier > 0),
+    Term("classifier_translated", lambda loss: loss.classifier_translated > 0),
+    Term("feature", lambda loss: loss.feature > 0),
+    Term("semantic", lambda loss: loss.semantic > 0),
+    Term("source_batch_accuracy", lambda loss: loss.classifier > 0),
+    Term("d_loss", _always),
+    Term("g_loss", _always),
+)
+
+
+def term_names(loss: LossConfig) -> tuple[str, ...]:
+    """The names of the terms a run with these loss settings reports, in report order."""
+    return tuple(term.name(loss) if callable(term.name) else term.name for term in TERMS if term.active(loss))
 
 
 def _per_image(values: tf.Tensor) -> tf.Tensor:

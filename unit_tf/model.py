@@ -9,58 +9,45 @@ Streams for x_a (and symmetrically x_b):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
 
 from unit_tf import losses
 from unit_tf.config import PRECISIONS, UNITConfig
+from unit_tf.discriminators import CoupledDiscriminator, Discriminated
 from unit_tf.distribute import MultiWorkerFit, fit_outputs
 from unit_tf.layers import PACKAGE, CoordinateChannels, replica_seed
 from unit_tf.networks import build_classifier_head, build_networks
 from unit_tf.optimizers import make_optimizer
-
-#: Every loss term reported each step (paper losses): the unweighted terms, then the weighted totals.
-METRIC_NAMES = ("d_gan", "g_gan", "kl", "recon_l1", "cycle_kl", "cycle_l1", "d_loss", "g_loss")
-
-
-def metric_names(config: UNITConfig) -> tuple[str, ...]:
-    """The loss terms a model with this config reports: METRIC_NAMES adapted to its distances and DA terms."""
-    loss = config.loss
-    names = ["d_gan", "g_gan", "kl"] + ([f"recon_{loss.recon_distance}"] if loss.recon_stream else [])
-    if _has_cycle(config):
-        names += ["cycle_kl", f"cycle_{loss.recon_distance}"]
-    names += [name for name in ("classifier", "classifier_translated", "feature", "semantic")
-              if getattr(loss, name) > 0]
-    if loss.classifier > 0:
-        names.append("source_batch_accuracy")
-    return (*names, "d_loss", "g_loss")
-
-
-def _has_cycle(config: UNITConfig) -> bool:
-    return config.loss.cycle and (config.loss.cycle_kl > 0 or config.loss.cycle_recon > 0)
 
 
 def _split(x: tf.Tensor, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return x[:n], x[n:]
 
 
-def _rows(logits: list[tf.Tensor], start: tf.Tensor | int, stop: tf.Tensor | None = None) -> list[tf.Tensor]:
-    """Rows start:stop of every scale's logits."""
-    return [x[start:stop] for x in logits]
+class Streams(NamedTuple):
+    """One training forward pass of E and G: the inputs, the latent means of q(z|x) and the images decoded
+    from z = mean + noise (float32 under every precision policy). Without the reconstruction stream (an
+    ablation) x_aa and x_bb are None."""
 
-
-def _downsample(x: tf.Tensor) -> tf.Tensor:
-    """The next discriminator scale's input: 3x3 average pooling, stride 2 (padding excluded from the mean)."""
-    return tf.nn.avg_pool2d(x, 3, 2, "SAME")
+    x_a: tf.Tensor
+    x_b: tf.Tensor
+    mean_a: tf.Tensor  # E_a(x_a)
+    mean_b: tf.Tensor  # E_b(x_b)
+    x_aa: tf.Tensor | None  # G_a(z_a): reconstruction
+    x_ab: tf.Tensor  # G_b(z_a): translation
+    x_ba: tf.Tensor  # G_a(z_b): translation
+    x_bb: tf.Tensor | None  # G_b(z_b): reconstruction
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
 class UNIT(MultiWorkerFit, keras.Model):
-    """Six networks (E1, E2, G1, G2, D1, D2) as three `CoupledNetwork`s, trained by `fit`.
+    """Six networks (E1, E2, G1, G2, D1, D2) as three coupled pairs, trained by `fit`.
 
-    `call({"x_a", "x_b"})` translates with the latent means: {"a_to_b", "b_to_a"}.
+    `call({"x_a", "x_b"})` translates with the latent means: {"a_to_b", "b_to_a"}. `train_step` is the
+    paper's two alternating updates: `_discriminator_update`, then `_generator_update`.
     """
 
     def __init__(self, config: UNITConfig | dict[str, Any], **kwargs: Any) -> None:
@@ -70,12 +57,15 @@ class UNIT(MultiWorkerFit, keras.Model):
         nets = build_networks(cfg.model)
         self.encoder = nets["encoder"]
         self.generator = nets["generator"]
+        # The model owns (tracks) the discriminator layers; `discriminators` is the API over them.
         self.discriminator = nets["discriminator"]
         self.coarse_discriminators = nets["coarse_discriminators"]  # multi-scale D: scales 1, 2, ...
         self.classifier_head = build_classifier_head(cfg.model)
+        self.discriminators = CoupledDiscriminator([self.discriminator, *self.coarse_discriminators],
+                                                   self.classifier_head)
         self.coordinates = CoordinateChannels(name="coordinates") if cfg.model.coord_channels else None
         self.seed_generator = keras.random.SeedGenerator(cfg.train.seed, name="latent_noise")
-        self.metric_names = metric_names(cfg)
+        self.metric_names = losses.term_names(cfg.loss)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.metric_names}
 
     # ----------------------------------------------------------------------------------------------
@@ -94,7 +84,7 @@ class UNIT(MultiWorkerFit, keras.Model):
 
     def discriminate(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
         """Real/fake logits [N, patches] of the domain's (finest-scale) discriminator."""
-        return tf.reshape(self.discriminator(x, domain=domain, training=training), [tf.shape(x)[0], -1])
+        return self.discriminators.real_fake(x, domain, training)
 
     def translate(self, x: tf.Tensor, source: str, target: str, training: bool = False) -> tf.Tensor:
         """Deterministic translation (or reconstruction if source == target) through the latent mean."""
@@ -122,55 +112,9 @@ class UNIT(MultiWorkerFit, keras.Model):
         """The generator's private (last) layers; images leave in float32 whatever the compute precision."""
         return tf.cast(self.generator.run_private(h, domain, training), tf.float32)
 
-    def discriminate_pair(self, x_a: tf.Tensor, x_b: tf.Tensor, training: bool,
-                          with_features: bool = False) -> tuple[Any, ...]:
-        """Real/fake logits of D_a(x_a) and D_b(x_b): lists with one [N, patches] tensor per scale. With
-        with_features also the finest scale's trunk outputs under the head (the highest D features: official
-        h3), which the classifier and the feature loss use."""
-        logits_a, logits_b, feat_a, feat_b = self._discriminate_scale(self.discriminator, x_a, x_b, training)
-        logits_a, logits_b = [logits_a], [logits_b]
-        for disc in self.coarse_discriminators:
-            x_a, x_b = _downsample(x_a), _downsample(x_b)
-            coarse_a, coarse_b, _, _ = self._discriminate_scale(disc, x_a, x_b, training)
-            logits_a.append(coarse_a)
-            logits_b.append(coarse_b)
-        return (logits_a, logits_b, feat_a, feat_b) if with_features else (logits_a, logits_b)
-
-    def _discriminate_scale(self, disc: Any, x_a: tf.Tensor, x_b: tf.Tensor,
-                            training: bool) -> tuple[tf.Tensor, ...]:
-        """One scale's D_a(x_a), D_b(x_b): logits [N, patches] and the trunk outputs under the head."""
-        n = tf.shape(x_a)[0]
-        flat = lambda x: tf.reshape(x, [tf.shape(x)[0], -1])  # noqa: E731
-        if disc.shared:  # private layers per domain, the shared trunk and head once on the joint batch
-            h = tf.concat([disc.run_private(x_a, "a", training), disc.run_private(x_b, "b", training)], 0)
-            for layer in disc.shared[:-1]:
-                h = layer(h, training=training)
-            logits = flat(disc.shared[-1](h, training=training))
-            (logits_a, logits_b), (feat_a, feat_b) = _split(logits, n), _split(h, n)
-        else:
-            feat_a, feat_b = (self._trunk(disc, x, d, training) for x, d in ((x_a, "a"), (x_b, "b")))
-            logits_a, logits_b = (flat(disc.private_layers(d)[-1](f, training=training))
-                                  for d, f in (("a", feat_a), ("b", feat_b)))
-        return logits_a, logits_b, feat_a, feat_b
-
-    @staticmethod
-    def _trunk(disc: Any, x: tf.Tensor, domain: str, training: bool) -> tf.Tensor:
-        for layer in (disc.private_layers(domain) + disc.shared)[:-1]:
-            x = layer(x, training=training)
-        return x
-
-    def d_features(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
-        """Output of D_domain's layers below its real/fake head."""
-        return self._trunk(self.discriminator, x, domain, training)
-
-    def classify_features(self, features: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return tf.reshape(self.classifier_head(features, training=training), [tf.shape(features)[0], -1])
-
     def classify(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
-        """Digit logits [N, num_classes] of the classifier head on D_domain's shared trunk."""
-        if self.classifier_head is None:
-            raise ValueError("this model has no classifier head (model.num_classes = 0)")
-        return self.classify_features(self.d_features(x, domain, training), training)
+        """Class logits [N, num_classes] of the classifier head on D_domain's trunk."""
+        return self.discriminators.classify(self.discriminators.trunk(x, domain, training), training)
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         mean_a, mean_b = self.encode_pair(inputs["x_a"], inputs["x_b"], training)
@@ -189,7 +133,7 @@ class UNIT(MultiWorkerFit, keras.Model):
                 "x_b": x_b, "x_bb": x_bb, "x_ba": x_ba, "x_bab": x_bab}
 
     # ----------------------------------------------------------------------------------------------
-    # Building, compiling, training
+    # Building and compiling
     # ----------------------------------------------------------------------------------------------
     def build(self, input_shape: Any = None) -> None:
         """Create every variable by tracing both domains through all six networks once."""
@@ -199,20 +143,23 @@ class UNIT(MultiWorkerFit, keras.Model):
         x_b = tf.zeros([2, size, size, cfg.channels_b])
         mean_a, mean_b = self.encode_pair(x_a, x_b, False)
         self.decode_both(tf.concat([mean_a, mean_b], 0), False)
-        _, _, feat_a, _ = self.discriminate_pair(x_a, x_b, False, with_features=True)  # every scale
+        d_a, _ = self.discriminators.pass_rows({"real": x_a}, {"real": x_b}, False)  # every scale
         if self.classifier_head is not None:
-            self.classify_features(feat_a)
+            self.discriminators.classify(d_a.features("real"))
         self.built = True
 
     @property
     def d_variables(self) -> list:
-        head = self.classifier_head.trainable_variables if self.classifier_head is not None else []
-        coarse = [v for disc in self.coarse_discriminators for v in disc.trainable_variables]
-        return self.discriminator.trainable_variables + coarse + head
+        return self.discriminators.trainable_variables
 
     @property
     def g_variables(self) -> list:
         return self.encoder.trainable_variables + self.generator.trainable_variables
+
+    @property
+    def step(self) -> int:
+        """The global step: completed E/G updates (both optimizers count the same steps)."""
+        return int(self.g_optimizer.iterations.numpy())
 
     def compile(
         self,
@@ -237,6 +184,159 @@ class UNIT(MultiWorkerFit, keras.Model):
     def metrics(self) -> list[keras.metrics.Metric]:
         return list(self.trackers.values())
 
+    # ----------------------------------------------------------------------------------------------
+    # Training: the paper's two alternating updates
+    # ----------------------------------------------------------------------------------------------
+    def train_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """One alternating update (paper Sec. 3): D1, D2 first, then E1, E2, G1, G2 against the updated Ds.
+
+        `data`: {"x_a", "x_b"} image batches in [-1, 1] and, for domain adaptation, the source labels "y_a".
+        """
+        # One forward pass of E and G serves both updates (the D update sees its outputs as constants).
+        with tf.GradientTape() as g_tape:
+            streams = self._forward(data["x_a"], data["x_b"])
+        values = self._discriminator_update(data, streams)
+        values.update(self._generator_update(data, streams, g_tape))
+        self._track(values)
+        return fit_outputs({name: tracker.result() for name, tracker in self.trackers.items()})
+
+    def _forward(self, x_a: tf.Tensor, x_b: tf.Tensor) -> Streams:
+        """E on both domains, z = mean + noise, G into both domains (paper Fig. 1)."""
+        n = tf.shape(x_a)[0]
+        mean_a, mean_b = self.encode_pair(x_a, x_b, training=True)
+        z = self._sample(tf.concat([mean_a, mean_b], 0))
+        if self.unit_config.loss.recon_stream:
+            out_a, out_b = self.decode_both(z, training=True)  # out_a = [x_aa; x_ba], out_b = [x_ab; x_bb]
+            (x_aa, x_ba), (x_ab, x_bb) = _split(out_a, n), _split(out_b, n)
+        else:  # ablation: translation (and cycle) streams only
+            z_a, z_b = _split(z, n)
+            x_ba, x_ab = self.decode_pair(z_b, z_a, training=True)
+            x_aa = x_bb = None
+        return Streams(x_a, x_b, mean_a, mean_b, x_aa, x_ab, x_ba, x_bb)
+
+    def _fake_groups(self) -> tuple[str, ...]:
+        """The streams D sees as fakes: the translations (and the reconstructions, official DA code)."""
+        return ("translated", "reconstructed") if self.unit_config.loss.gan_recon_stream else ("translated",)
+
+    def _discriminator_update(self, data: dict[str, tf.Tensor], s: Streams) -> dict[str, tf.Tensor]:
+        """Step 1: D1, D2 on real images vs. the streams' fakes (adversarial loss, paper Eq. 3), plus the
+        domain-adaptation terms of the D update when the model has a classifier head."""
+        w = self.unit_config.loss
+        fakes = self._fake_groups()
+        rows_a = {"real": data["x_a"], "translated": tf.stop_gradient(s.x_ba)}
+        rows_b = {"real": data["x_b"], "translated": tf.stop_gradient(s.x_ab)}
+        if "reconstructed" in fakes or (w.feature > 0 and w.feature_from_gan_pass):
+            rows_a["reconstructed"], rows_b["reconstructed"] = tf.stop_gradient(s.x_aa), tf.stop_gradient(s.x_bb)
+        with tf.GradientTape() as tape:
+            d_a, d_b = self.discriminators.pass_rows(rows_a, rows_b, training=True)
+            d_gan = (losses.discriminator_gan_loss(d_a.logits("real"), d_a.logits(*fakes), w.gan_type)
+                     + losses.discriminator_gan_loss(d_b.logits("real"), d_b.logits(*fakes), w.gan_type))
+            values = {"d_gan": d_gan}
+            d_loss = w.gan * d_gan + self.weight_penalty(self.d_variables)
+            if self.classifier_head is not None:
+                terms = self._adaptation_terms(data["y_a"], s, d_a, d_b)
+                d_loss += self._weighted_adaptation_terms(terms)
+                values.update(terms)
+            values["d_loss"] = d_loss
+            scaled = self._per_replica(self.d_optimizer, d_loss)
+        self._apply(self.d_optimizer, tape, scaled, self.d_variables)
+        return values
+
+    def _generator_update(self, data: dict[str, tf.Tensor], s: Streams,
+                          tape: tf.GradientTape) -> dict[str, tf.Tensor]:
+        """Step 2: E1, E2, G1, G2 against the UPDATED discriminators (GAN loss on the translations, Eq. 3),
+        plus the VAE terms (KL and L1 reconstruction, Eq. 2) and the cycle terms (Eq. 4). `tape` recorded
+        the streams' forward pass."""
+        w = self.unit_config.loss
+        fakes = self._fake_groups()
+        with tape:
+            rows_a, rows_b = {"translated": s.x_ba}, {"translated": s.x_ab}
+            if "reconstructed" in fakes:
+                rows_a["reconstructed"], rows_b["reconstructed"] = s.x_aa, s.x_bb
+            g_a, g_b = self.discriminators.pass_rows(rows_a, rows_b, training=True)
+            # Each stream's GAN term is a mean over its own images (official: trans + recon).
+            g_gan = tf.add_n([losses.generator_gan_loss(d.logits(group), w.gan_type)
+                              for d in (g_a, g_b) for group in fakes])
+            kl = losses.kl_loss(s.mean_a, w.kl_reduction) + losses.kl_loss(s.mean_b, w.kl_reduction)
+            g_loss = w.gan * g_gan + w.kl * kl + self.weight_penalty(self.g_variables)
+            values = {"g_gan": g_gan, "kl": kl}
+            if w.recon_stream:
+                recon = (losses.recon_loss(s.x_a, s.x_aa, w.recon_distance)
+                         + losses.recon_loss(s.x_b, s.x_bb, w.recon_distance))
+                g_loss += w.recon * recon
+                values[losses.recon_term(w)] = recon
+            if w.semantic > 0:
+                # Translations keep their digit: D_b's classifier must read x_ab as the source label.
+                logits = self.discriminators.classify(g_b.features("translated"), training=True)
+                values["semantic"] = losses.classifier_loss(data["y_a"], logits)
+                g_loss += w.semantic * values["semantic"]
+            if losses.has_cycle(w):
+                # Cycle: re-encode the translations with the OTHER domain's encoder and decode back.
+                mean_ba, mean_ab = self.encode_pair(s.x_ba, s.x_ab, training=True)  # E_a(x_ba), E_b(x_ab)
+                x_aba, x_bab = self.decode_pair(self._sample(mean_ab), self._sample(mean_ba), training=True)
+                cycle_kl = losses.kl_loss(mean_ab, w.kl_reduction) + losses.kl_loss(mean_ba, w.kl_reduction)
+                cycle = (losses.recon_loss(s.x_a, x_aba, w.recon_distance)
+                         + losses.recon_loss(s.x_b, x_bab, w.recon_distance))
+                g_loss += w.cycle_kl * cycle_kl + w.cycle_recon * cycle
+                values.update({"cycle_kl": cycle_kl, losses.cycle_recon_term(w): cycle})
+            values["g_loss"] = g_loss
+            scaled = self._per_replica(self.g_optimizer, g_loss)
+        self._apply(self.g_optimizer, tape, scaled, self.g_variables)
+        return values
+
+    def _adaptation_terms(self, y_a: tf.Tensor, s: Streams, d_a: Discriminated,
+                          d_b: Discriminated) -> dict[str, tf.Tensor]:
+        """The unweighted DA terms of the D update (official cocogan_trainer_da.py), from its pass `d_a`, `d_b`.
+
+        Only SOURCE labels (domain A) are read; target images enter through the GAN and feature terms.
+        """
+        w = self.unit_config.loss
+        dis = self.discriminators
+        terms: dict[str, tf.Tensor] = {}
+        if w.classifier > 0:
+            logits = dis.classify(d_a.features("real"), training=True)  # D_a trunk (with dropout) on x_a
+            terms["classifier"] = losses.classifier_loss(y_a, logits)
+            hits = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y_a, tf.int32))
+            terms["source_batch_accuracy"] = tf.reduce_mean(tf.cast(hits, tf.float32))
+        if w.classifier_translated > 0:
+            # Source images translated to B keep their labels: train the classifier through D_b on them.
+            terms["classifier_translated"] = losses.classifier_loss(
+                y_a, dis.classify(d_b.features("translated"), training=True))
+        if w.feature > 0:
+            # D_b(x_ab) ~ D_a(x_aa) and D_a(x_ba) ~ D_b(x_bb) — same latent code, other domain — on the highest
+            # D features: from the D update's pass (with dropout), or without dropout from a second,
+            # deterministic pass of the finest scale (the official code).
+            if not w.feature_from_gan_pass:
+                d_a, d_b = dis.pass_rows(
+                    {"reconstructed": tf.stop_gradient(s.x_aa), "translated": tf.stop_gradient(s.x_ba)},
+                    {"reconstructed": tf.stop_gradient(s.x_bb), "translated": tf.stop_gradient(s.x_ab)},
+                    training=False, finest_only=True)
+            terms["feature"] = (
+                losses.feature_loss(d_b.features("translated"), d_a.features("reconstructed"), w.feature_distance)
+                + losses.feature_loss(d_a.features("translated"), d_b.features("reconstructed"),
+                                      w.feature_distance))
+        return terms
+
+    def _weighted_adaptation_terms(self, terms: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Their weighted sum; the translated-source classifier term ramps up (loss.translated_rampup_steps)."""
+        w = self.unit_config.loss
+        total = tf.constant(0.0)
+        if "classifier" in terms:
+            total += w.classifier * terms["classifier"]
+        if "classifier_translated" in terms:
+            total += w.classifier_translated * self._translated_ramp() * terms["classifier_translated"]
+        if "feature" in terms:
+            total += w.feature * terms["feature"]
+        return total
+
+    def _translated_ramp(self) -> tf.Tensor:
+        """0 -> 1 over loss.translated_rampup_steps: D_b learns labels from translations once they are digits."""
+        ramp = self.unit_config.loss.translated_rampup_steps
+        if ramp <= 0:
+            return tf.constant(1.0)
+        step = tf.cast(self.g_optimizer.iterations, tf.float32)
+        return tf.minimum(step / float(ramp), 1.0)
+
     def _latent_noise(self, shape: tf.Tensor) -> tf.Tensor:
         """Unit Gaussian noise for the reparameterization z = mean + std * eps.
 
@@ -251,11 +351,6 @@ class UNIT(MultiWorkerFit, keras.Model):
             return mean
         return mean + tf.cast(self._latent_noise(tf.shape(mean)), mean.dtype)
 
-    def _apply(self, optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, loss: tf.Tensor,
-               variables: list) -> None:
-        grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-
     def weight_penalty(self, variables: list) -> tf.Tensor | float:
         """The L2 weight-decay term (official code: Adam weight_decay, an L2 added to the loss) for `variables`;
         0 when the config decays decoupled (AdamW) or not at all."""
@@ -264,164 +359,32 @@ class UNIT(MultiWorkerFit, keras.Model):
             return opt.weight_decay * losses.l2_penalty(variables)
         return 0.0
 
-    def train_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """One alternating update: D1, D2 first, then E1, E2, G1, G2 (paper Sec. 3, Algorithm in App.).
-
-        With a classifier head (domain adaptation, official cocogan_trainer_da.py) the D update also
-        trains the classifier on labelled source images `data["y_a"]` and pulls the highest D features of
-        each translation towards those of the reconstruction from the same latent code.
-        """
-        w = self.unit_config.loss
-        x_a, x_b = data["x_a"], data["x_b"]
-        n = tf.shape(x_a)[0]
-        # Per-replica losses are means over the replica's shard; the optimizer SUMS gradients over
-        # replicas, so dividing by the replica count gives the update of one device at the global batch.
+    @staticmethod
+    def _per_replica(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Tensor:
+        """The loss a replica differentiates. Per-replica losses are means over the replica's shard and the
+        optimizer SUMS gradients over replicas, so dividing by the replica count gives one device's update at
+        the global batch. scale_loss: identity for plain optimizers; the LossScaleOptimizer (see make_optimizer)
+        multiplies by its scale, unscales the gradients and SKIPS the update when any gradient is non-finite."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        values: dict[str, tf.Tensor] = {}
+        return optimizer.scale_loss(loss / tf.cast(replicas, loss.dtype))
 
-        # One forward pass of E and G serves both updates (the D update sees its outputs as constants).
-        with tf.GradientTape() as g_tape:
-            mean_a, mean_b = self.encode_pair(x_a, x_b, training=True)
-            z = self._sample(tf.concat([mean_a, mean_b], 0))
-            if w.recon_stream:
-                out_a, out_b = self.decode_both(z, training=True)  # out_a = [x_aa; x_ba], out_b = [x_ab; x_bb]
-                x_aa, x_ba = _split(out_a, n)  # float32 images under every precision policy
-                x_ab, x_bb = _split(out_b, n)
-            else:  # ablation: translation (and cycle) streams only
-                z_a, z_b = _split(z, n)
-                x_ba, x_ab = self.decode_pair(z_b, z_a, training=True)
-                x_aa = x_bb = None
+    @staticmethod
+    def _apply(optimizer: keras.optimizers.Optimizer, tape: tf.GradientTape, loss: tf.Tensor,
+               variables: list) -> None:
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
 
-        # --- Step 1: D1, D2 on real images vs. translations (and reconstructions if gan_recon_stream).
-        fakes_a, fakes_b = [x_ba], [x_ab]
-        if w.gan_recon_stream:
-            fakes_a.append(x_aa)
-            fakes_b.append(x_bb)
-        # Rows of the D pass: [real; fakes...] and, for a feature term read from this pass, the reconstructions.
-        end = n * (1 + len(fakes_a))
-        shared_features = w.feature > 0 and w.feature_from_gan_pass  # (feature > 0 implies the head)
-        extra_a, extra_b = ([x_aa], [x_bb]) if shared_features and not w.gan_recon_stream else ([], [])
-        with tf.GradientTape() as d_tape:
-            logits_a, logits_b, feat_a, feat_b = self.discriminate_pair(
-                tf.concat([x_a] + [tf.stop_gradient(f) for f in fakes_a + extra_a], 0),
-                tf.concat([x_b] + [tf.stop_gradient(f) for f in fakes_b + extra_b], 0),
-                training=True, with_features=True,
-            )
-            d_gan = (losses.discriminator_gan_loss(_rows(logits_a, 0, n), _rows(logits_a, n, end), w.gan_type)
-                     + losses.discriminator_gan_loss(_rows(logits_b, 0, n), _rows(logits_b, n, end), w.gan_type))
-            d_gan = self._maybe_inject_nan(d_gan)
-            d_loss = w.gan * d_gan + self.weight_penalty(self.d_variables)
-            if self.classifier_head is not None:
-                d_loss += self._adaptation_losses(data, feat_a, feat_b, x_aa, x_ba, x_ab, x_bb, values)
-            # scale_loss: identity for plain optimizers; the LossScaleOptimizer (see make_optimizer) multiplies
-            # by its scale, unscales the gradients and SKIPS the update when any gradient is non-finite.
-            d_scaled = self.d_optimizer.scale_loss(d_loss / tf.cast(replicas, d_loss.dtype))
-        self._apply(self.d_optimizer, d_tape, d_scaled, self.d_variables)
-
-        # --- Step 2: E1, E2, G1, G2 against the UPDATED discriminators, plus VAE and cycle losses.
-        with g_tape:
-            fake_a, fake_b, _, fake_feat_b = self.discriminate_pair(
-                tf.concat(fakes_a, 0), tf.concat(fakes_b, 0), training=True, with_features=True)
-            # Each stream's GAN term is a mean over its own images (official: trans + recon).
-            g_gan = tf.add_n([losses.generator_gan_loss(_rows(logits, i * n, (i + 1) * n), w.gan_type)
-                              for logits in (fake_a, fake_b) for i in range(len(fakes_a))])
-            g_gan = self._maybe_inject_nan(g_gan)
-            kl = losses.kl_loss(mean_a, w.kl_reduction) + losses.kl_loss(mean_b, w.kl_reduction)
-            g_loss = w.gan * g_gan + w.kl * kl + self.weight_penalty(self.g_variables)
-            values.update({"g_gan": g_gan, "kl": kl})
-            if w.recon_stream:
-                recon = (losses.recon_loss(x_a, x_aa, w.recon_distance)
-                         + losses.recon_loss(x_b, x_bb, w.recon_distance))
-                g_loss += w.recon * recon
-                values[f"recon_{w.recon_distance}"] = recon
-            if w.semantic > 0:
-                # Translations keep their digit: D_b's classifier must read x_ab as the source label.
-                values["semantic"] = losses.classifier_loss(
-                    data["y_a"], self.classify_features(fake_feat_b[:n], training=True))
-                g_loss += w.semantic * values["semantic"]
-            if _has_cycle(self.unit_config):
-                # Cycle: re-encode the translations with the OTHER domain's encoder and decode back.
-                mean_ba, mean_ab = self.encode_pair(x_ba, x_ab, training=True)  # E_a(x_ba), E_b(x_ab)
-                x_aba, x_bab = self.decode_pair(self._sample(mean_ab), self._sample(mean_ba), training=True)
-                cycle_kl = losses.kl_loss(mean_ab, w.kl_reduction) + losses.kl_loss(mean_ba, w.kl_reduction)
-                cycle = (losses.recon_loss(x_a, x_aba, w.recon_distance)
-                         + losses.recon_loss(x_b, x_bab, w.recon_distance))
-                g_loss += w.cycle_kl * cycle_kl + w.cycle_recon * cycle
-                values.update({"cycle_kl": cycle_kl, f"cycle_{w.recon_distance}": cycle})
-            g_scaled = self.g_optimizer.scale_loss(g_loss / tf.cast(replicas, g_loss.dtype))
-        self._apply(self.g_optimizer, g_tape, g_scaled, self.g_variables)
-
-        values.update({"d_gan": d_gan, "d_loss": d_loss, "g_loss": g_loss})
+    def _track(self, values: dict[str, tf.Tensor]) -> None:
+        """Add the step's terms to the running means that fit reports (and the logger resets)."""
         if self.unit_config.train.on_nan == "skip-step":
             # The optimizers skipped this step's update if it was non-finite; keep it out of the means too.
-            finite = tf.math.is_finite(d_loss) & tf.math.is_finite(g_loss)
+            finite = tf.math.is_finite(values["d_loss"]) & tf.math.is_finite(values["g_loss"])
             weight = tf.cast(finite, tf.float32)
             for name, tracker in self.trackers.items():
                 tracker.update_state(tf.where(finite, values[name], 0.0), sample_weight=weight)
         else:
             for name, tracker in self.trackers.items():  # a non-finite value shows in the mean: the guard stops
                 tracker.update_state(values[name])
-        return fit_outputs({name: tracker.result() for name, tracker in self.trackers.items()})
-
-    def _translated_ramp(self) -> tf.Tensor:
-        """0 -> 1 over loss.translated_rampup_steps: D_b learns labels from translations once they are digits."""
-        ramp = self.unit_config.loss.translated_rampup_steps
-        if ramp <= 0:
-            return tf.constant(1.0)
-        step = tf.cast(self.g_optimizer.iterations, tf.float32)
-        return tf.minimum(step / float(ramp), 1.0)
-
-    def _adaptation_losses(self, data: dict[str, tf.Tensor], feat_a: tf.Tensor, feat_b: tf.Tensor,
-                           x_aa: tf.Tensor, x_ba: tf.Tensor, x_ab: tf.Tensor, x_bb: tf.Tensor,
-                           values: dict[str, tf.Tensor]) -> tf.Tensor:
-        """Weighted DA terms of the D update. feat_a/feat_b: D_a/D_b trunk outputs of [real; fakes...].
-
-        Only SOURCE labels (domain A) are read; target images enter through the GAN and feature terms.
-        """
-        w = self.unit_config.loss
-        n = tf.shape(x_aa)[0]
-        total = tf.constant(0.0)
-        if w.classifier > 0:
-            logits = self.classify_features(feat_a[:n], training=True)  # D_a trunk (with dropout) on x_a
-            values["classifier"] = losses.classifier_loss(data["y_a"], logits)
-            hits = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(data["y_a"], tf.int32))
-            values["source_batch_accuracy"] = tf.reduce_mean(tf.cast(hits, tf.float32))
-            total += w.classifier * values["classifier"]
-        if w.classifier_translated > 0:
-            # Source images translated to B keep their labels: train the classifier through D_b on them.
-            logits = self.classify_features(feat_b[n:2 * n], training=True)
-            values["classifier_translated"] = losses.classifier_loss(data["y_a"], logits)
-            total += w.classifier_translated * self._translated_ramp() * values["classifier_translated"]
-        if w.feature > 0:
-            # D_b(x_ab) ~ D_a(x_aa) and D_a(x_ba) ~ D_b(x_bb) — same latent code, other domain — on the highest
-            # D features: from the D update's pass (rows [x; x_ba or x_ab; x_aa or x_bb], with dropout), or
-            # without dropout from a second, deterministic pass (the official code).
-            if w.feature_from_gan_pass:
-                f_ba, f_aa = feat_a[n:2 * n], feat_a[2 * n:3 * n]
-                f_ab, f_bb = feat_b[n:2 * n], feat_b[2 * n:3 * n]
-            else:
-                # Features only: the finest scale's trunk (coarser scales would add logits nobody reads).
-                _, _, f_a, f_b = self._discriminate_scale(
-                    self.discriminator, tf.stop_gradient(tf.concat([x_aa, x_ba], 0)),
-                    tf.stop_gradient(tf.concat([x_bb, x_ab], 0)), training=False,
-                )
-                (f_aa, f_ba), (f_bb, f_ab) = _split(f_a, n), _split(f_b, n)
-            values["feature"] = (losses.feature_loss(f_ab, f_aa, w.feature_distance)
-                                 + losses.feature_loss(f_ba, f_bb, w.feature_distance))
-            total += w.feature * values["feature"]
-        return total
-
-    def _maybe_inject_nan(self, loss: tf.Tensor) -> tf.Tensor:
-        """Testing hook (`train.inject_nan_step`): the GAN losses become NaN at that global step."""
-        step = self.unit_config.train.inject_nan_step
-        if not step:
-            return loss
-        hit = tf.equal(self.g_optimizer.iterations + 1, step)
-        # Once: a skipped step halves the loss scale of the LossScaleOptimizer, and the step is retried.
-        scale = getattr(self.g_optimizer, "dynamic_scale", None)
-        if scale is not None:
-            hit = hit & tf.equal(scale, 1.0)
-        return loss * tf.where(hit, float("nan"), 1.0)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -1,4 +1,5 @@
-"""Run directories: their layout, and the rule for reusing one (resume only the same run)."""
+"""Run directories: their layout, the rule for reusing one (resume only the same run), and restoring the
+model a run trained (for evaluation, translation and export)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from unit_tf.checkpoints import RunCheckpoint
 from unit_tf.config import UNITConfig, defining_differences
 from unit_tf.errors import UserError
 from unit_tf.files import write_text
+from unit_tf.model import UNIT, build_model
 
 
 @dataclass(frozen=True)
@@ -102,3 +105,15 @@ class RunDir:
         elif self.root.is_dir() and any(self.root.iterdir()):
             raise UserError(f"--output-dir {self.root} is not empty and is not a run directory; choose "
                             "an empty or new directory")
+
+
+def load_trained(run_dir: str | Path) -> tuple[UNIT, UNITConfig, int]:
+    """The model of a run directory with its latest checkpoint's weights, its config and step."""
+    run = RunDir(Path(run_dir))
+    config = run.read_config()
+    model = build_model(config)
+    step = RunCheckpoint(model, run.checkpoints).restore_latest(weights_only=True)
+    if step is None:
+        raise UserError(f"{run.root} has no checkpoint yet; train it first (python train.py --output-dir "
+                        f"{run.root} ...)")
+    return model, config, step

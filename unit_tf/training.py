@@ -1,4 +1,6 @@
-"""A training run end to end: run directory, data, model under the strategy, callbacks, `model.fit`."""
+"""A training run end to end: run directory, data, model under the strategy, callbacks, `model.fit`.
+
+Exporting the result is the caller's step (train.py), after `train` returns."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -30,10 +33,20 @@ from unit_tf.data.pipeline import DomainData, to_model_range
 from unit_tf.data.sources import load_run_data
 from unit_tf.distribute import barrier, check_batch_size, is_chief, make_strategy
 from unit_tf.errors import TrainingDiverged, TrainingInterrupted, UserError
+from unit_tf.images import SAMPLE_IMAGES
 from unit_tf.model import UNIT, build_model
 from unit_tf.runs import RunDir
 
-SAMPLE_IMAGES = 8  # images per domain in a sample grid
+
+class TrainedRun(NamedTuple):
+    """What `train` leaves: the model at `step`, whether this process is the chief (it wrote the run
+    directory; under multi-worker training the others did not), and whether this call trained at all (False:
+    the run was already at train.steps)."""
+
+    model: UNIT
+    step: int
+    chief: bool
+    trained: bool
 
 
 @contextlib.contextmanager
@@ -57,15 +70,13 @@ def signal_guard() -> Iterator[list[int]]:
             signal.signal(sig, old)
 
 
-def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None,
-          export_dir: str | Path | None = None, overwrite: bool = False,
-          callbacks: list[keras.callbacks.Callback] | None = None) -> UNIT:
-    """Train (or resume) the run in `output_dir` up to `config.train.steps`; returns the model.
+def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None, overwrite: bool = False,
+          callbacks: list[keras.callbacks.Callback] | None = None) -> TrainedRun:
+    """Train (or resume) the run in `output_dir` up to `config.train.steps` (or train.time_limit_minutes).
 
-    With `export_dir`, a run that completed (or reached train.time_limit_minutes) exports a SavedModel to
-    `export_dir/<version>/` at the end. SIGINT / SIGTERM save a checkpoint and raise TrainingInterrupted; a
-    non-finite loss raises TrainingDiverged (stop mode) with the last good checkpoint kept. `callbacks` are
-    extra Keras callbacks (e.g. a benchmark's own measurements), run after the built-in ones.
+    SIGINT / SIGTERM save a checkpoint and raise TrainingInterrupted; a non-finite loss raises
+    TrainingDiverged (stop mode) with the last good checkpoint kept. `callbacks` are extra Keras callbacks
+    (e.g. a benchmark's own measurements), run after the built-in ones.
     """
     started = time.time()
     if config.train.deterministic:
@@ -80,8 +91,9 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
     # TensorFlow's own SIGTERM handler (its preemption notifier) would otherwise swallow it.
     try:
         with signal_guard() as received:
-            return _train(config, strategy, shared, run, started, verbose, export_dir, overwrite,
-                          callbacks or [], received)
+            model, trained = _train(config, strategy, shared, run, started, verbose, overwrite, callbacks or [],
+                                    received)
+            return TrainedRun(model, model.step, chief, trained)
     finally:
         if not chief:
             shutil.rmtree(run.root, ignore_errors=True)
@@ -95,17 +107,17 @@ def _interrupted(received: list[int], when: str) -> TrainingInterrupted:
 
 
 def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir, run: RunDir, started: float,
-           verbose: int | None, export_dir: str | Path | None, overwrite: bool,
-           extra_callbacks: list[keras.callbacks.Callback], received: list[int]) -> UNIT:
+           verbose: int | None, overwrite: bool, extra_callbacks: list[keras.callbacks.Callback],
+           received: list[int]) -> tuple[UNIT, bool]:
     """`train` on this worker: `run` is where it writes (the run directory on the chief), `shared` the run
-    directory it resumes from, `received` the signals that arrived (see signal_guard)."""
-    chief = run is shared
+    directory it resumes from, `received` the signals that arrived (see signal_guard). Returns the model and
+    whether it trained."""
     data = load_run_data(config, SAMPLE_IMAGES)
     # Every worker checks the run directory before the chief writes to it, so a refusal stops them all.
     shared.check(config, overwrite=overwrite)
     resuming = shared.config_path.is_file() and not overwrite
     barrier(strategy)
-    run.prepare(config, overwrite=overwrite and chief)
+    run.prepare(config, overwrite=overwrite and run is shared)
     barrier(strategy)  # the chief's directory is ready (and cleared with overwrite) before anyone restores
 
     keras.utils.set_random_seed(config.train.seed)
@@ -124,7 +136,7 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
     if start >= config.train.steps:
         print(f"{shared.root} is already at step {start} >= --steps {config.train.steps}; nothing to do",
               flush=True)
-        return model
+        return model, False
 
     writer = tf.summary.create_file_writer(str(run.logs))
     guard = DivergenceGuard(config.train.on_nan)
@@ -174,11 +186,7 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
     if stop.time_reached:
         print(f"Time limit of {config.train.time_limit_minutes:g} minutes reached at step {checkpoint.step}; "
               f"checkpoint {checkpoint.latest} saved", flush=True)
-    if export_dir is not None and chief:
-        from unit_tf.export import export_model
-
-        print(f"Exported SavedModel to {export_model(model, export_dir)}", flush=True)
-    return model
+    return model, True
 
 
 def _warm_up_classifier(model: UNIT, config: UNITConfig, train_a: DomainData, test_a: DomainData,
@@ -202,15 +210,3 @@ def _warm_up_classifier(model: UNIT, config: UNITConfig, train_a: DomainData, te
     adaptation.write_json(run.source_only_json, result)
     print(f"Source-only classifier: source accuracy {result['source_accuracy']:.4f}, target accuracy "
           f"{result['target_accuracy']:.4f} ({seconds:.0f} s)", flush=True)
-
-
-def load_trained(run_dir: str | Path) -> tuple[UNIT, UNITConfig, int]:
-    """The model of a run directory with its latest checkpoint's weights, its config and step."""
-    run = RunDir(Path(run_dir))
-    config = run.read_config()
-    model = build_model(config)
-    step = RunCheckpoint(model, run.checkpoints).restore_latest(weights_only=True)
-    if step is None:
-        raise UserError(f"{run.root} has no checkpoint yet; train it first (python train.py --output-dir "
-                        f"{run.root} ...)")
-    return model, config, step

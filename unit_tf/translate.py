@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     args = p.parse_args(argv)
     jobs = plan_translation(args.input, args.output, args.overwrite)  # before TensorFlow: fast refusals
-    from unit_tf.training import load_trained
+    from unit_tf.runs import load_trained
 
     model, _, _ = load_trained(args.run_dir)
     result = translate_files(model, jobs, args.direction, args.size, args.batch_size, progress=True)
