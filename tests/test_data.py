@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
 import scipy.io
 import tensorflow_datasets as tfds
-from helpers import synthetic_digits
+from helpers import ROOT, synthetic_digits
 
 from unit_tf.data import digits, formats
 from unit_tf.data.digits import load_domain, resize_images
@@ -151,3 +153,11 @@ def test_batch_larger_than_domain_is_refused():
     domain = DomainData("d", np.zeros((4, 32, 32, 1), np.uint8), np.zeros(4, np.int64))
     with pytest.raises(UserError, match="batch size"):
         train_dataset(domain, domain, batch_size=8, seed=0)
+
+
+def test_config_loads_no_data_layer():
+    """The config reads the data-set catalogue, never the data layer (which imports the config)."""
+    code = "import sys, unit_tf.config; print([m for m in sys.modules if m.startswith('unit_tf.data')])"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

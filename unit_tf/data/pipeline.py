@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from unit_tf.data.digits import DIGIT_DOMAINS, DIGIT_PAIRS, load_domain, resize_images
+from unit_tf.catalogue import DIGIT_DOMAINS, DIGIT_PAIRS
+from unit_tf.data.digits import load_domain, resize_images
 from unit_tf.errors import UserError
 
 DATASETS = tuple(DIGIT_PAIRS)
@@ -30,7 +31,7 @@ def dataset_channels(dataset: str) -> tuple[int, int]:
 def _pair(dataset: str) -> tuple[str, str]:
     if dataset not in DIGIT_PAIRS:
         raise UserError(f"unknown dataset '{dataset}'; choose one of: {', '.join(DATASETS)}")
-    return DIGIT_PAIRS[dataset]
+    return DIGIT_PAIRS[dataset].domains
 
 
 def load_pair(dataset: str, split: str, data_dir: str | None, image_size: int) -> tuple[DomainData, DomainData]:
