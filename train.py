@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow
 from unit_tf.errors import run_cli
 
+if TYPE_CHECKING:
+    from unit_tf.config import UNITConfig
+
 quiet_tensorflow()
 
 
-def parse_args(argv: list[str] | None = None):
-    from unit_tf.config import MIXED_PRECISION, PRESETS
-    from unit_tf.data.digits import DIGIT_PAIRS
-    from unit_tf.distribute import STRATEGIES
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from unit_tf.catalogue import DIGIT_PAIRS
+    from unit_tf.config import MIXED_PRECISION, ON_NAN, PRESETS, STRATEGIES
 
     p = ArgumentParser(prog="train.py", description="Train UNIT on two unpaired image domains.")
     p.add_argument("--dataset", metavar="NAME",
@@ -51,7 +55,7 @@ def parse_args(argv: list[str] | None = None):
                    help="delete the run in --output-dir (its checkpoints, logs, samples) and start again")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic ops (tf.config.experimental.enable_op_determinism): bit-exact resumes")
-    p.add_argument("--on-nan", choices=["stop", "skip-step"],
+    p.add_argument("--on-nan", choices=ON_NAN,
                    help="on a non-finite loss: stop, keeping the last good checkpoint (default), or skip the step")
     p.add_argument("--mixed-precision", choices=sorted(MIXED_PRECISION),
                    help="bf16: bfloat16 math (CPUs with AMX/AVX512-BF16, recent GPUs); fp16: float16 math with "
@@ -62,7 +66,12 @@ def parse_args(argv: list[str] | None = None):
     return p.parse_args(argv)
 
 
-def make_config(args):
+def _absolute(path: str | None) -> str | None:
+    """A folder flag as an absolute path (the run's config.json must not depend on where train.py ran)."""
+    return str(Path(path).expanduser().resolve()) if path else None
+
+
+def make_config(args: argparse.Namespace) -> UNITConfig:
     """The run's config from parsed flags (flags and --set override the preset, the --config file, or
     with --resume the run's saved config, of which only non-defining settings may change)."""
     from unit_tf.config import MIXED_PRECISION, NON_DEFINING_KEYS, parse_set_flags, resolve_config
@@ -77,10 +86,9 @@ def make_config(args):
         if dataset not in (None, "folders"):
             raise UserError(f"--domain-a/--domain-b train on two folders; drop --dataset {dataset}")
         dataset = "folders"
-    folder = lambda path: str(Path(path).expanduser().resolve()) if path else None  # noqa: E731
     flags = {
-        "data.domain_a": folder(args.domain_a),
-        "data.domain_b": folder(args.domain_b),
+        "data.domain_a": _absolute(args.domain_a),
+        "data.domain_b": _absolute(args.domain_b),
         "data.attribute": args.attribute,
         "model.image_size": args.image_size,
         "data.data_dir": args.data_dir,
@@ -108,7 +116,7 @@ def make_config(args):
     return resolve_config(saved.data.dataset, saved.preset, run.config_path, changes)
 
 
-def run_name(config) -> str:
+def run_name(config: UNITConfig) -> str:
     """Default run folder name: <data set>_<preset>, the data set made file-name safe."""
     data = config.data
     if data.dataset == "folders":

@@ -23,10 +23,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from unit_tf.catalogue import DIGIT_PAIRS  # noqa: E402
 from unit_tf.cli import ArgumentParser, quiet_tensorflow  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
 
-PAIRS = ("mnist_usps", "usps_mnist", "svhn_mnist")
+PAIRS = tuple(DIGIT_PAIRS)
 LAST_EVALUATIONS = 5  # the spread reported over the last few logged evaluations
 
 

@@ -3,7 +3,7 @@
     python benchmarks/throughput.py --dataset svhn_mnist --preset digits_da --mixed-precision off,bf16
 
 For each precision: the preset's model on synthetic images of the data set's shapes, fed through the real
-input pipeline (`train_dataset`: in-memory uint8 images, shuffled batches gathered and scaled in tf.data),
+input pipeline (`unpaired_batches`: in-memory uint8 images, shuffled batches gathered and scaled in tf.data),
 trained with the same compiled step `model.fit` runs. Reported:
 
 - `step_ms`: median wall time of the timed steps (after `--warmup` steps, which include tracing);
@@ -148,7 +148,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
     import tensorflow as tf
 
     from unit_tf.config import parse_set_flags, resolve_config
-    from unit_tf.data.pipeline import train_dataset
+    from unit_tf.data.pipeline import unpaired_batches
     from unit_tf.distribute import check_batch_size, make_strategy
     from unit_tf.model import build_model
 
@@ -164,7 +164,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
     adapting = m.num_classes > 0
     model = build_model(config, strategy)
     dataset = strategy.experimental_distribute_dataset(
-        train_dataset(a, b, config.data.batch_size, seed=0, source_labels=adapting))
+        unpaired_batches(a, b, config.data.batch_size, seed=0, source_labels=adapting))
 
     @tf.function(jit_compile=args.jit_compile)
     def step(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -12,7 +12,7 @@ from helpers import TINY, run_script, write_digit_dirs
 
 from unit_tf import adaptation
 from unit_tf.config import resolve_config
-from unit_tf.data.pipeline import DomainData, train_dataset
+from unit_tf.data.pipeline import DomainData, unpaired_batches
 from unit_tf.errors import UserError
 from unit_tf.model import build_model
 
@@ -102,7 +102,7 @@ def test_training_batches_carry_source_labels_only():
     rng = np.random.default_rng(0)
     a = DomainData("mnist", rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8), np.arange(16) % 10)
     b = DomainData("usps", rng.integers(0, 255, (16, 32, 32, 1), dtype=np.uint8), np.full(16, 7))
-    element = next(iter(train_dataset(a, b, 8, seed=0, source_labels=True)))
+    element = next(iter(unpaired_batches(a, b, 8, seed=0, source_labels=True)))
     assert set(element) == {"x_a", "y_a", "x_b"}
 
 

@@ -128,6 +128,18 @@ def test_svhn_mnist_without_data_or_network(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--dataset", "celeb_a", "--attribute", "Blonde"], "unknown CelebA attribute 'Blonde'"),
+    (["--dataset", "cycle_gan/horse2giraffe"], "unknown CycleGAN data set 'horse2giraffe'"),
+])
+def test_names_only_tfds_knows_fail_before_the_run_directory(tmp_path, flags, message):
+    """Checked when the data is opened (not by the config), still one line and nothing written."""
+    result = run_script("train.py", *flags, "--output-dir", str(tmp_path / "r"),
+                        env={"TFDS_DATA_DIR": str(tmp_path / "tfds"), "UNIT_OFFLINE": "1"})
+    _assert_clean_error(result, message)
+    assert not (tmp_path / "r").exists()
+
+
 def test_evaluate_on_a_folder_that_is_no_run(tmp_path):
     _assert_clean_error(run_script("evaluate.py", "--run-dir", str(tmp_path)), "config.json")
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
 import scipy.io
 import tensorflow_datasets as tfds
-from helpers import synthetic_digits
+from helpers import ROOT, synthetic_digits
 
 from unit_tf.data import digits, formats
 from unit_tf.data.digits import load_domain, resize_images
-from unit_tf.data.pipeline import DomainData, load_pair, train_dataset
+from unit_tf.data.pipeline import DomainData, load_pair, unpaired_batches
 from unit_tf.errors import UserError
 
 
@@ -135,7 +137,7 @@ def test_pipeline_is_unpaired_shuffled_and_scaled():
     # Identical arrays in both domains, each image filled with its index: pairing would show as equal batches.
     images = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None], 32, axis=1).repeat(32, axis=2)
     domain = DomainData("d", images, np.zeros(n, np.int64))
-    ds = train_dataset(domain, domain, batch_size=8, seed=3)
+    ds = unpaired_batches(domain, domain, batch_size=8, seed=3)
     batches = list(ds.take(10).as_numpy_iterator())
     first = batches[0]
     assert first["x_a"].shape == (8, 32, 32, 1) and first["x_a"].dtype == np.float32
@@ -150,4 +152,12 @@ def test_pipeline_is_unpaired_shuffled_and_scaled():
 def test_batch_larger_than_domain_is_refused():
     domain = DomainData("d", np.zeros((4, 32, 32, 1), np.uint8), np.zeros(4, np.int64))
     with pytest.raises(UserError, match="batch size"):
-        train_dataset(domain, domain, batch_size=8, seed=0)
+        unpaired_batches(domain, domain, batch_size=8, seed=0)
+
+
+def test_config_loads_no_data_layer():
+    """The config reads the data-set catalogue, never the data layer (which imports the config)."""
+    code = "import sys, unit_tf.config; print([m for m in sys.modules if m.startswith('unit_tf.data')])"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

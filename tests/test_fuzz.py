@@ -148,7 +148,7 @@ def test_damaged_images_in_a_folder_are_skipped_or_a_clean_error(image_folders, 
             path.write_bytes(bytes(raw[: int(len(raw) * cut)] if cut < 1 else raw))
         try:
             pair = load_image_pair("folders", 8, str(work / "A"), str(work / "B"))
-            batch = next(iter(pair.train_dataset(2, seed=0)))
+            batch = next(iter(pair.batches(2, seed=0)))
         except UserError as err:
             assert str(err) and "\n" not in str(err)
             return

@@ -11,16 +11,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from unit_tf.catalogue import check_image_dataset, is_image_dataset
 from unit_tf.data import digits
-from unit_tf.data.image_domains import (
-    IMAGE_EXTENSIONS,
-    check_image_dataset,
-    decode_rgb,
-    is_image_dataset,
-    list_images,
-    load_image_pair,
-    square,
-)
+from unit_tf.data.image_domains import check_tfds_names, decode_rgb, load_image_pair, square
+from unit_tf.data.image_files import IMAGE_EXTENSIONS, list_images
 from unit_tf.errors import UserError
 
 SIZE = 32
@@ -120,14 +114,14 @@ def test_unreadable_files_are_skipped_with_one_warning(folders, capfd):
 
 
 def test_train_batches_shape_and_range(pair):
-    batch = _take(pair.train_dataset(batch_size=3, seed=0), 1)[0]
+    batch = _take(pair.batches(batch_size=3, seed=0), 1)[0]
     for key in ("x_a", "x_b"):
         assert batch[key].shape == (3, SIZE, SIZE, 3) and batch[key].dtype == np.float32
         assert batch[key].min() >= -1.0 and batch[key].max() <= 1.0
 
 
 def test_red_folder_is_red_in_model_range(pair):
-    x_b = np.concatenate([b["x_b"] for b in _take(pair.train_dataset(batch_size=3, seed=1), 4)])
+    x_b = np.concatenate([b["x_b"] for b in _take(pair.batches(batch_size=3, seed=1), 4)])
     assert np.abs(x_b[..., 0] - 1.0).max() < 0.05  # jpg and lossy webp: a few levels off
     assert np.abs(x_b[..., 1:] + 1.0).max() < 0.05
 
@@ -137,16 +131,16 @@ def test_stream_is_a_function_of_seed_and_step(folders, pair, cache_mb):
     a, b = folders
     source = pair if cache_mb else load_image_pair("folders", SIZE, str(a), str(b), cache_mb=0)
     assert (source._a.table is None) == (cache_mb == 0)
-    full = _take(source.train_dataset(batch_size=2, seed=5), 6)
-    again = _take(source.train_dataset(batch_size=2, seed=5), 6)
-    resumed = _take(source.train_dataset(batch_size=2, seed=5, start_step=4), 2)
-    other = _take(source.train_dataset(batch_size=2, seed=6), 6)
+    full = _take(source.batches(batch_size=2, seed=5), 6)
+    again = _take(source.batches(batch_size=2, seed=5), 6)
+    resumed = _take(source.batches(batch_size=2, seed=5, start_step=4), 2)
+    other = _take(source.batches(batch_size=2, seed=6), 6)
     for key in ("x_a", "x_b"):
         np.testing.assert_array_equal(np.stack([f[key] for f in full]), np.stack([g[key] for g in again]))
         np.testing.assert_array_equal(np.stack([f[key] for f in full[4:]]), np.stack([r[key] for r in resumed]))
     assert not np.array_equal(np.stack([f["x_a"] for f in full]), np.stack([o["x_a"] for o in other]))
     if cache_mb == 0:  # the streamed and the in-memory paths give the same images
-        cached = _take(pair.train_dataset(batch_size=2, seed=5), 6)
+        cached = _take(pair.batches(batch_size=2, seed=5), 6)
         np.testing.assert_allclose(np.stack([c["x_a"] for c in cached]), np.stack([f["x_a"] for f in full]))
 
 
@@ -156,7 +150,7 @@ def test_each_epoch_visits_every_image_once(tmp_path):
         for i in range(5):
             _save(tmp_path / d / f"{i}.png", np.full((SIZE, SIZE, 3), 40 * i, np.uint8), "RGB")
     pair = load_image_pair("folders", SIZE, str(tmp_path / "a"), str(tmp_path / "b"), load_size=SIZE)
-    batches = _take(pair.train_dataset(batch_size=2, seed=3), 10)
+    batches = _take(pair.batches(batch_size=2, seed=3), 10)
     ids = np.concatenate([np.round((b["x_a"][:, 0, 0, 0] + 1) * 127.5 / 40) for b in batches]).astype(int)
     for epoch in range(4):
         assert sorted(ids[5 * epoch: 5 * epoch + 5]) == [0, 1, 2, 3, 4]
@@ -175,7 +169,7 @@ def test_test_images_are_deterministic_uint8(pair):
 
 def test_distributed_over_two_replicas(pair):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    batch = next(iter(strategy.experimental_distribute_dataset(pair.train_dataset(batch_size=4, seed=0))))
+    batch = next(iter(strategy.experimental_distribute_dataset(pair.batches(batch_size=4, seed=0))))
     shards = strategy.experimental_local_results(batch["x_a"])
     assert [s.shape for s in shards] == [(2, SIZE, SIZE, 3)] * 2
 
@@ -197,7 +191,7 @@ def test_missing_empty_and_unreadable_folders(tmp_path, folders):
 
 def test_batch_larger_than_folder(pair, folders):
     with pytest.raises(UserError, match=f"{folders[0]}.*only 5 .*--batch-size"):
-        pair.train_dataset(batch_size=6, seed=0)
+        pair.batches(batch_size=6, seed=0)
 
 
 def test_argument_checks(folders):
@@ -208,8 +202,10 @@ def test_argument_checks(folders):
         check_image_dataset("folders", str(a), str(b), "Smiling")
     with pytest.raises(UserError, match="only apply to dataset 'folders'"):
         check_image_dataset("cycle_gan/horse2zebra", str(a), None, None)
-    with pytest.raises(UserError, match="horse2zebra"):
-        check_image_dataset("cycle_gan/horse2giraffe", None, None, None)
+    with pytest.raises(UserError, match="unknown CycleGAN data set 'horse2giraffe'.*horse2zebra"):
+        check_tfds_names("cycle_gan/horse2giraffe", None)
+    with pytest.raises(UserError, match="unknown CycleGAN data set 'horse2giraffe'.*horse2zebra"):
+        load_image_pair("cycle_gan/horse2giraffe", SIZE)  # checked before TFDS prepares anything
     with pytest.raises(UserError, match="needs --attribute"):
         check_image_dataset("celeb_a", None, None, None)
     with pytest.raises(UserError, match="load_size"):
@@ -232,7 +228,7 @@ def test_cyclegan_folder_layout(tmp_path, with_test):
     test_a = pair.test_images("a")
     assert test_a.shape == ((2 if with_test else 3), SIZE, SIZE, 3)
     assert abs(int(np.median(test_a)) - (51 if with_test else 50)) <= 1
-    assert _take(pair.train_dataset(batch_size=3, seed=0), 1)[0]["x_b"].shape == (3, SIZE, SIZE, 3)
+    assert _take(pair.batches(batch_size=3, seed=0), 1)[0]["x_b"].shape == (3, SIZE, SIZE, 3)
     with pytest.raises(UserError, match="trainB"):
         check_image_dataset(f"folder:{tmp_path / 'nowhere'}", None, None, None)
 
@@ -250,7 +246,7 @@ def test_cycle_gan_tfds_mock(tfds_online, cache_mb):
         assert (pair.name_a, pair.name_b) == ("horse", "zebra")
         assert pair.num_train("a") == 6 and pair.num_train("b") == 6
         assert (pair._a.table is None) == (cache_mb == 0)
-        batches = _take(pair.train_dataset(batch_size=4, seed=0), 3)
+        batches = _take(pair.batches(batch_size=4, seed=0), 3)
         test_b = pair.test_images("b", limit=4)
     assert batches[2]["x_a"].shape == (4, SIZE, SIZE, 3) and batches[2]["x_a"].dtype == np.float32
     assert -1.0 <= batches[2]["x_b"].min() and batches[2]["x_b"].max() <= 1.0
@@ -264,7 +260,7 @@ def test_celeb_a_tfds_mock_splits_by_attribute(tfds_online):
         reference = tfds.builder("celeb_a").as_dataset(split="test", decoders={"image": tfds.decode.SkipDecoding()})
         blond = [tf.io.decode_jpeg(ex["image"]) for ex in reference if ex["attributes"]["Blond_Hair"]]
         test_a = pair.test_images("a")
-        batch = _take(pair.train_dataset(batch_size=2, seed=0), 1)[0]
+        batch = _take(pair.batches(batch_size=2, seed=0), 1)[0]
     n_blond = len(blond)
     assert 0 < n_blond < 12  # the mock draws each boolean attribute at random
     assert (pair.name_a, pair.name_b) == ("Blond_Hair", "no_Blond_Hair")

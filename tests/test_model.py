@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from helpers import synthetic_digits, tiny_config
 
-from unit_tf.data.pipeline import DomainData, train_dataset
+from unit_tf.data.pipeline import DomainData, unpaired_batches
 from unit_tf.evaluation import domain_errors
 from unit_tf.losses import term_names
 from unit_tf.model import build_model
@@ -96,7 +96,7 @@ def test_fifty_steps_lower_the_reconstruction_error():
     x_b, y_b = synthetic_digits(256, 32, 1, seed=2)
     held_out_a, _ = synthetic_digits(64, 32, 3, seed=3)
     before = domain_errors(model, held_out_a, "a")["recon_l1_a"]
-    ds = train_dataset(DomainData("a", x_a, y_a), DomainData("b", x_b, y_b), 16, seed=0)
+    ds = unpaired_batches(DomainData("a", x_a, y_a), DomainData("b", x_b, y_b), 16, seed=0)
     model.fit(ds, epochs=1, steps_per_epoch=50, verbose=0, shuffle=False)
     after = domain_errors(model, held_out_a, "a")["recon_l1_a"]
     assert after < 0.85 * before, (before, after)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unit_tf.data.digits import DIGIT_DOMAINS, DIGIT_PAIRS
+from unit_tf.catalogue import DIGIT_PAIRS, IMAGE_DATASETS, check_image_dataset, is_image_dataset
 from unit_tf.errors import UserError
 
 
@@ -126,13 +126,13 @@ class DataConfig:
 class TrainConfig:
     steps: int = 30000
     seed: int = 0
-    strategy: str = "auto"  # auto | one_device | mirrored | multi_worker (TF_CONFIG)
+    strategy: str = "auto"  # one of STRATEGIES: auto | one_device | mirrored | multi_worker (TF_CONFIG)
     log_every: int = 50
     checkpoint_every: int = 1000
     sample_every: int = 1000
     keep_checkpoints: int = 3
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism: bit-exact resumes
-    on_nan: str = "stop"  # non-finite loss: "stop" (keep the last good checkpoint) or "skip-step"
+    on_nan: str = "stop"  # non-finite loss (ON_NAN): "stop" (keep the last good checkpoint) or "skip-step"
     # Compute precision: "float32"; "bfloat16" (Keras mixed_bfloat16: bf16 math, float32 weights and
     # losses; ~1.5x faster on CPUs with AMX/AVX512-BF16 and on GPUs/TPUs); "float16" (mixed_float16 with
     # dynamic loss scaling: GPUs without bf16 units).
@@ -168,6 +168,10 @@ class UNITConfig:
         return config
 
 
+# train.strategy: the tf.distribute strategies of unit_tf.distribute.make_strategy.
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+# train.on_nan: what a non-finite loss does.
+ON_NAN = ("stop", "skip-step")
 # train.precision -> Keras dtype policy.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 # --mixed-precision (train.py, benchmarks) -> train.precision.
@@ -286,13 +290,6 @@ def translation_preset(image_size: int | None) -> str:
     return "translation_128" if image_size > 64 else "small"
 
 
-# The preset each data set uses when --preset is not given.
-DEFAULT_PRESET = {"svhn_mnist": "digits_da", "mnist_usps": "digits_da", "usps_mnist": "digits_da"}
-
-# Data-set specific settings applied after the preset (the official svhn2mnist.yaml inverts MNIST).
-DATASET_SETTINGS: dict[str, dict[str, Any]] = {"svhn_mnist": {"data.invert_b": True}}
-
-
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"model": {"gen_ch": 8}} -> {"model.gen_ch": 8}."""
     flat: dict[str, Any] = {}
@@ -401,9 +398,8 @@ def resolve_config(
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> UNITConfig:
-    """Build the run's config: defaults, then the preset, the config file and the overrides."""
-    from unit_tf.data.image_domains import check_image_dataset, is_image_dataset  # imports TensorFlow
-
+    """Build the run's config: defaults, then the preset (by default the data set's, see unit_tf.catalogue), the
+    data set's own settings, the config file and the overrides."""
     file_values = load_config_file(config_file) if config_file else {}
     overrides = dict(overrides or {})
     dataset = dataset or overrides.get("data.dataset") or file_values.get("data.dataset")
@@ -411,13 +407,14 @@ def resolve_config(
     if preset is None and dataset is not None and is_image_dataset(dataset):
         size = overrides.get("model.image_size") or file_values.get("model.image_size")
         preset = translation_preset(int(size) if str(size or "").isdigit() else None)
+    pair = DIGIT_PAIRS.get(dataset or "")
     if preset is None:
-        preset = DEFAULT_PRESET.get(dataset or "", "digits")
+        preset = pair.preset if pair else "digits"
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}'; choose one of: {', '.join(sorted(PRESETS))}")
     config = UNITConfig(preset=preset)
     apply_overrides(config, PRESETS[preset])
-    apply_overrides(config, DATASET_SETTINGS.get(dataset or "", {}))
+    apply_overrides(config, pair.settings if pair else {})
     apply_overrides(config, {k: v for k, v in file_values.items() if k != "preset"})
     apply_overrides(config, {k: v for k, v in overrides.items() if k != "preset"})
     if dataset:
@@ -431,13 +428,9 @@ def resolve_config(
             raise UserError(f"model.num_classes needs labelled digit data; dataset '{data.dataset}' has no "
                             "labels: set model.num_classes=0 or pick a translation --preset")
     elif data.dataset in DIGIT_PAIRS:
-        pair = DIGIT_PAIRS[data.dataset]
-        config.model.channels_a, config.model.channels_b = (DIGIT_DOMAINS[d].channels for d in pair)
+        config.model.channels_a, config.model.channels_b = DIGIT_PAIRS[data.dataset].channels
     else:
-        raise UserError(
-            f"unknown dataset '{data.dataset}'; choose one of: {', '.join(DIGIT_PAIRS)}, folders (with "
-            "--domain-a/--domain-b), folder:ROOT, cycle_gan/<name>, celeb_a (with --attribute)"
-        )
+        raise UserError(f"unknown dataset '{data.dataset}'; choose one of: {', '.join(DIGIT_PAIRS)}, {IMAGE_DATASETS}")
     validate(config)
     return config
 
@@ -529,12 +522,11 @@ def validate(config: UNITConfig) -> None:
         raise UserError(f"train.precision must be one of {', '.join(PRECISIONS)}, got '{config.train.precision}'")
     if config.optimizer.weight_decay_mode not in ("l2", "decoupled"):
         raise UserError("optimizer.weight_decay_mode must be 'l2' or 'decoupled'")
-    if config.train.on_nan not in ("stop", "skip-step"):
-        raise UserError(f"train.on_nan must be 'stop' or 'skip-step', got '{config.train.on_nan}'")
-    if config.train.strategy not in ("auto", "one_device", "mirrored", "multi_worker"):
-        raise UserError(
-            f"unknown strategy '{config.train.strategy}'; choose auto, one_device, mirrored or multi_worker"
-        )
+    if config.train.on_nan not in ON_NAN:
+        raise UserError(f"train.on_nan must be {' or '.join(repr(m) for m in ON_NAN)}, got '{config.train.on_nan}'")
+    if config.train.strategy not in STRATEGIES:
+        raise UserError(f"unknown strategy '{config.train.strategy}'; choose {', '.join(STRATEGIES[:-1])} or "
+                        f"{STRATEGIES[-1]}")
 
 
 def defining_differences(old: UNITConfig, new: UNITConfig) -> list[str]:

@@ -10,9 +10,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from unit_tf.config import STRATEGIES
 from unit_tf.errors import UserError
-
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
 def configure_logical_cpus(count: int) -> None:

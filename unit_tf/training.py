@@ -164,7 +164,7 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
         # Skipped (non-finite) steps do not count, so fit again until the step count is reached.
         while (step < config.train.steps and not stop.signalled and guard.diverged is None
                and not stop.time_reached):
-            dataset = data.train_dataset(step, source_labels=adapting)
+            dataset = data.train_batches(step, source_labels=adapting)
             model.fit(dataset, epochs=1, steps_per_epoch=config.train.steps - step, callbacks=callbacks,
                       verbose=verbose, shuffle=False)
             step = checkpoint.step

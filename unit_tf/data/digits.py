@@ -1,4 +1,5 @@
-"""The digit domains (MNIST, USPS, SVHN) and pairs: where their files are found, in the documented order.
+"""The digit domains (MNIST, USPS, SVHN; listed in unit_tf.catalogue): where their files are found, in the
+documented order.
 
 1. `--data-dir DIR` or $UNIT_DATA_DIR: `DIR/<domain>/{train,test}.npz`, else the official raw files there;
 2. TFDS (`mnist`, `svhn_cropped`), which downloads on first use;
@@ -9,39 +10,15 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from unit_tf.catalogue import DIGIT_DOMAINS, DigitDomain
 from unit_tf.data import formats
 from unit_tf.errors import UserError
 
 SPLITS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class DigitDomain:
-    name: str
-    channels: int
-    tfds_name: str | None  # None: not in TFDS
-    download_host: str | None  # the host TFDS downloads from (checked before a download is attempted)
-    raw_files: str  # what the official files are called, for error messages
-
-
-DIGIT_DOMAINS = {
-    "mnist": DigitDomain("mnist", 1, "mnist", "storage.googleapis.com",
-                         "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-*"),
-    "usps": DigitDomain("usps", 1, None, None, "usps.h5"),
-    "svhn": DigitDomain("svhn", 3, "svhn_cropped", "ufldl.stanford.edu", "train_32x32.mat, test_32x32.mat"),
-}
-
-#: Digit pairs, source (domain A) first.
-DIGIT_PAIRS = {
-    "svhn_mnist": ("svhn", "mnist"),
-    "mnist_usps": ("mnist", "usps"),
-    "usps_mnist": ("usps", "mnist"),
-}
 
 
 def data_dir_from_env(data_dir: str | None) -> Path | None:

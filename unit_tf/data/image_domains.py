@@ -1,11 +1,7 @@
 """Translation domains from image folders and TFDS, as unpaired `tf.data` streams in the model's [-1, 1] range.
 
-Data sets (the `dataset` string):
-  "folders"           two folders (--domain-a, --domain-b), every image under each, recursively; no test split:
-                      a domain's test images are its own first files in sorted order;
-  "folder:ROOT"       the CycleGAN layout ROOT/trainA, trainB and optional testA, testB (absent: train folders);
-  "cycle_gan/<name>"  TFDS `cycle_gan/<name>`, splits trainA, trainB, testA, testB;
-  "celeb_a"           TFDS `celeb_a` split by an attribute (--attribute): A with it, B without it.
+Data sets: see unit_tf.catalogue. "folders" has no test split: a domain's test images are its own first files
+in sorted order; "folder:ROOT" without testA / testB tests on the train folders.
 
 Preprocessing (the CycleGAN/UNIT convention): every image becomes RGB, its shorter side is resized (bilinear,
 antialiased) to `load_size` and it is centre-cropped square; training takes a random image_size crop and a
@@ -28,21 +24,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from unit_tf.catalogue import IMAGE_TFDS_HOSTS, check_image_dataset
 from unit_tf.data import digits
 from unit_tf.data.image_files import IMAGE_EXTENSIONS, list_images
-from unit_tf.data.pipeline import to_model_range
+from unit_tf.data.pipeline import DOMAIN_B_SEED_OFFSET, shuffled_positions, to_model_range
 from unit_tf.errors import UserError
 
-#: Hosts TFDS downloads these builders from (checked before a download is attempted).
-_TFDS_HOSTS = {"cycle_gan": "efrosgans.eecs.berkeley.edu", "celeb_a": "drive.google.com"}
-_SEED_B = 1_000_003  # domain B's seed offset, as in the digit pipeline
 _SHUFFLE_BUFFER = 4096  # TFDS streams: encoded images held for shuffling
 _WARN_NAMES = 5  # unreadable files named in the warning line
-
-
-def is_image_dataset(dataset: str) -> bool:
-    """Whether `dataset` names translation images (folders or TFDS) rather than a digit pair."""
-    return dataset in ("folders", "celeb_a") or dataset.startswith(("folder:", "cycle_gan/"))
 
 
 def _cycle_gan_names() -> list[str]:
@@ -62,40 +51,16 @@ def _tfds_builder(name: str) -> Any:
     return tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR"))
 
 
-def check_image_dataset(dataset: str, domain_a: str | None, domain_b: str | None, attribute: str | None) -> None:
-    """Cheap validation at config time (no image is read): the right arguments are given, the folders exist."""
-    if not is_image_dataset(dataset):
-        raise UserError(f"'{dataset}' is not an image data set; use folders, folder:ROOT, cycle_gan/<name> or "
-                        "celeb_a")
-    if dataset == "folders":
-        if not domain_a or not domain_b:
-            raise UserError("dataset 'folders' needs both --domain-a DIR and --domain-b DIR (one image folder per "
-                            "domain)")
-        for flag, folder in (("--domain-a", domain_a), ("--domain-b", domain_b)):
-            if not Path(folder).expanduser().is_dir():
-                raise UserError(f"image folder {folder} ({flag}) does not exist; pass an existing folder")
-    elif domain_a or domain_b:
-        raise UserError(f"--domain-a/--domain-b only apply to dataset 'folders', not '{dataset}'; drop them")
-    if dataset == "celeb_a":
-        if not attribute:
-            raise UserError("dataset 'celeb_a' needs --attribute NAME (e.g. Blond_Hair): images with it form "
-                            "domain A, images without it domain B")
-        _check_attribute(_tfds_builder("celeb_a"), attribute)
-    elif attribute:
-        raise UserError(f"--attribute only applies to dataset 'celeb_a', not '{dataset}'; drop it")
-    if dataset.startswith("folder:"):
-        if not dataset[len("folder:"):]:
-            raise UserError("dataset 'folder:ROOT' needs a folder after 'folder:', e.g. folder:data/horse2zebra")
-        root = Path(dataset[len("folder:"):]).expanduser()
-        for sub in ("trainA", "trainB"):
-            if not (root / sub).is_dir():
-                raise UserError(f"dataset '{dataset}' needs the folder {root / sub} (CycleGAN layout: trainA, "
-                                "trainB, optional testA, testB); create it or fix ROOT")
+def check_tfds_names(dataset: str, attribute: str | None) -> None:
+    """What only TFDS knows, checked before anything is downloaded: the `cycle_gan/<name>` config exists, the
+    CelebA attribute is one of the data set's (from the builder's code; no data is read)."""
     if dataset.startswith("cycle_gan/"):
         name = dataset[len("cycle_gan/"):]
         choices = _cycle_gan_names()
         if name not in choices:
             raise UserError(f"unknown CycleGAN data set '{name}'; choose one of: {', '.join(choices)}")
+    elif dataset == "celeb_a":
+        _check_attribute(_tfds_builder("celeb_a"), attribute)  # type: ignore[arg-type]
 
 
 def _check_attribute(builder: Any, attribute: str) -> None:
@@ -295,27 +260,10 @@ def _materialize(source: _TfdsSource, size: int) -> np.ndarray:
     return out[:done]
 
 
-def _index_batches(n: int, batch_size: int, seed: int, start_step: int) -> tf.data.Dataset:
-    """Endless (global positions [B], image indices [B]) batches: epoch e visits stateless_shuffle(range(n), (seed, e)).
-
-    Position p of the stream is image perm_{p // n}[p % n], so the stream starts at any step at no cost.
-    A batch spans at most two epochs because n >= batch size.
-    """
-    order = tf.range(n, dtype=tf.int64)
-    seed_t = tf.constant(seed, tf.int64)
-
-    def indices(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        epochs, offsets = positions // n, positions % n
-        first = epochs[0]
-        this = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed_t, first]))
-        following = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed_t, first + 1]))
-        return positions, tf.where(epochs == first, tf.gather(this, offsets), tf.gather(following, offsets))
-
-    return (
-        tf.data.Dataset.counter(start=start_step * batch_size)
-        .batch(batch_size, drop_remainder=True)
-        .map(indices)
-    )
+def _stream_seed(seed: int, start_step: int) -> int:
+    """One int32 shuffle seed for a TFDS stream (too large for memory) from its domain's seed and the step it
+    starts at: a resumed stream reshuffles instead of repeating the run's first images."""
+    return (seed * DOMAIN_B_SEED_OFFSET + start_step) % (2**31 - 1)
 
 
 @dataclass
@@ -362,14 +310,14 @@ class ImagePair:
 
         if isinstance(domain.train, _TfdsSource) and domain.table is None:
             # Too large for memory: TFDS's own file shuffling plus a shuffle buffer, seeded by (seed, start_step).
-            stream_seed = (seed * 1_000_003 + start_step) % (2**31 - 1)
+            stream_seed = _stream_seed(seed, start_step)
             images = (domain.train.encoded(shuffle_seed=stream_seed).repeat()
                       .shuffle(min(n, _SHUFFLE_BUFFER), seed=stream_seed))
             elements = tf.data.Dataset.zip(tf.data.Dataset.counter(start=start_step * batch_size), images)
             ds = elements.map(lambda pos, data: augment(pos, square(decode_rgb(data), load)),
                               num_parallel_calls=tf.data.AUTOTUNE)
         else:
-            elements = _index_batches(n, batch_size, seed, start_step).unbatch()
+            elements = shuffled_positions(n, seed, start_step * batch_size)
             if domain.table is not None:
                 table = domain.table
                 ds = elements.map(lambda pos, i: augment(pos, tf.gather(table, i)),
@@ -380,11 +328,11 @@ class ImagePair:
                                   num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch_size, drop_remainder=True)
 
-    def train_dataset(self, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
+    def batches(self, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
         """Endless unpaired batches {"x_a", "x_b"} (float32 [B, S, S, 3] in [-1, 1]), each domain shuffled with its
         own seed; `start_step` continues the stream of an interrupted run (see the module docstring)."""
         ds_a = self._stream(self._domain("a"), batch_size, seed, start_step)
-        ds_b = self._stream(self._domain("b"), batch_size, seed + _SEED_B, start_step)
+        ds_b = self._stream(self._domain("b"), batch_size, seed + DOMAIN_B_SEED_OFFSET, start_step)
         return tf.data.Dataset.zip(ds_a, ds_b).map(lambda x_a, x_b: {"x_a": x_a, "x_b": x_b}).prefetch(
             tf.data.AUTOTUNE)
 
@@ -399,7 +347,7 @@ def _prepared(name: str) -> Any:
     """The TFDS builder for `name`, downloaded and prepared first if needed and possible."""
     builder = _tfds_builder(name)
     if not builder.is_prepared():
-        host = _TFDS_HOSTS[name.split("/")[0]]
+        host = IMAGE_TFDS_HOSTS[name.split("/")[0]]
         where = os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
         if not digits.network_reachable(host):
             local = ", or use --dataset folder:ROOT with the unzipped images" if name.startswith("cycle_gan/") else ""
@@ -436,7 +384,6 @@ def _sources(dataset: str, domain_a: str | None, domain_b: str | None, attribute
         a, b = (_Domain(_TfdsSource(builder, f"train{s}"), _TfdsSource(builder, f"test{s}")) for s in "AB")
         return *_names(dataset[len("cycle_gan/"):]), a, b
     builder = _prepared("celeb_a")
-    _check_attribute(builder, attribute)  # type: ignore[arg-type]
     a, b = (_Domain(_TfdsSource(builder, "train", attribute, value), _TfdsSource(builder, "test", attribute, value))
             for value in (True, False))
     # One pass over the training records counts both domains (images are not decoded).
@@ -452,6 +399,7 @@ def load_image_pair(dataset: str, image_size: int, domain_a: str | None = None, 
     """Both domains of an image data set, checked; the training images are decoded into memory once when
     all of a domain's resized images fit what is left of `cache_mb` (both domains share it), else streamed."""
     check_image_dataset(dataset, domain_a, domain_b, attribute)
+    check_tfds_names(dataset, attribute)
     load = load_size or round(image_size * 286 / 256)
     if image_size < 1 or load < image_size:
         raise UserError(f"load_size ({load}) must be at least image_size ({image_size}); raise data.load_size or "

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from unit_tf.catalogue import is_image_dataset
 from unit_tf.config import UNITConfig
-from unit_tf.data.image_domains import ImagePair, is_image_dataset, load_image_pair
-from unit_tf.data.pipeline import DomainData, load_pair, train_dataset, with_inverted
+from unit_tf.data.image_domains import ImagePair, load_image_pair
+from unit_tf.data.pipeline import DomainData, load_pair, unpaired_batches, with_inverted
 from unit_tf.errors import UserError
 
 #: Test images per domain that evaluation of a translation data set uses by default.
@@ -29,40 +30,57 @@ def _unlabelled(name: str, images: np.ndarray) -> DomainData:
 
 
 @dataclass
-class RunData:
-    """What training reads. `train_a` / `test_a` / `test_b` are the labelled digit splits (None for
-    translation images, which have no labels); `samples_*` are uint8 images of the sample grids."""
+class DigitRunData:
+    """A digit pair's labelled splits in memory (training images with the inverted copies the config asks
+    for); `samples_*` are the first test images, uint8, of the sample grids."""
 
     config: UNITConfig
+    train_a: DomainData
+    train_b: DomainData
+    test_a: DomainData
+    test_b: DomainData
     samples_a: np.ndarray
     samples_b: np.ndarray
-    images: ImagePair | None = None
-    train_a: DomainData | None = None
-    train_b: DomainData | None = None
-    test_a: DomainData | None = None
-    test_b: DomainData | None = None
 
-    def train_dataset(self, start_step: int, source_labels: bool = False) -> tf.data.Dataset:
-        """Endless {"x_a", "x_b"} (+ "y_a") batches of data.batch_size images per domain, from `start_step`."""
-        batch, seed = self.config.data.batch_size, self.config.train.seed
-        if self.images is not None:
-            return self.images.train_dataset(batch, seed, start_step)
-        return train_dataset(self.train_a, self.train_b, batch, seed, start_step=start_step,
-                             source_labels=source_labels)
+    def train_batches(self, start_step: int, source_labels: bool = False) -> tf.data.Dataset:
+        """Endless {"x_a", "x_b"} (+ "y_a" with `source_labels`) batches of data.batch_size images per domain,
+        from `start_step` on."""
+        return unpaired_batches(self.train_a, self.train_b, self.config.data.batch_size, self.config.train.seed,
+                                start_step=start_step, source_labels=source_labels)
+
+
+@dataclass
+class ImageRunData:
+    """A translation data set's two image domains (unlabelled); `samples_*` are uint8 test images of the
+    sample grids."""
+
+    config: UNITConfig
+    pair: ImagePair
+    samples_a: np.ndarray
+    samples_b: np.ndarray
+
+    def train_batches(self, start_step: int, source_labels: bool = False) -> tf.data.Dataset:
+        """Endless {"x_a", "x_b"} batches of data.batch_size images per domain, from `start_step` on."""
+        if source_labels:
+            raise ValueError("translation images have no labels (config.validate refuses model.num_classes)")
+        return self.pair.batches(self.config.data.batch_size, self.config.train.seed, start_step)
+
+
+RunData = DigitRunData | ImageRunData
 
 
 def load_run_data(config: UNITConfig, sample_images: int) -> RunData:
     """Load (and check) the run's data before anything is written: digits into memory, images indexed."""
     if is_image_dataset(config.data.dataset):
         pair = _image_pair(config)
-        return RunData(config, pair.test_images("a", sample_images), pair.test_images("b", sample_images), pair)
+        return ImageRunData(config, pair, pair.test_images("a", sample_images), pair.test_images("b", sample_images))
     data, size = config.data, config.model.image_size
     train_a, train_b = load_pair(data.dataset, "train", data.data_dir, size)
     test_a, test_b = load_pair(data.dataset, "test", data.data_dir, size)
     train_a = with_inverted(train_a) if data.invert_a else train_a
     train_b = with_inverted(train_b) if data.invert_b else train_b
-    return RunData(config, test_a.images[:sample_images], test_b.images[:sample_images],
-                   train_a=train_a, train_b=train_b, test_a=test_a, test_b=test_b)
+    return DigitRunData(config, train_a, train_b, test_a, test_b, test_a.images[:sample_images],
+                        test_b.images[:sample_images])
 
 
 def load_eval_pair(config: UNITConfig, split: str = "test", data_dir: str | None = None,
