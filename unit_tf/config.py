@@ -23,7 +23,7 @@ class ModelConfig:
     """Network shapes: the official `cocogan_nets_da.py` digit networks ("digits") or the residual
     translation networks of the paper's 256-px results ("residual", official COCOResGen2 / COCODis)."""
 
-    architecture: str = "digits"  # network family: digits | residual (see unit_tf.networks.ARCHITECTURES)
+    architecture: str = "digits"  # network family, one of ARCHITECTURES (builders: unit_tf.networks)
     image_size: int = 32
     channels_a: int = 3  # image channels of domain A (set from the data set)
     channels_b: int = 1  # image channels of domain B (set from the data set)
@@ -172,6 +172,9 @@ class UNITConfig:
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # train.on_nan: what a non-finite loss does.
 ON_NAN = ("stop", "skip-step")
+#: Network families (model.architecture): the paper's 32x32 digit networks and its residual translation networks.
+ARCHITECTURES = ("digits", "residual")
+
 # train.precision -> Keras dtype policy.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 # --mixed-precision (train.py, benchmarks) -> train.precision.
@@ -492,7 +495,7 @@ def validate(config: UNITConfig) -> None:
                "loss.recon_distance": (config.loss.recon_distance, ("l1", "sse")),
                "loss.feature_distance": (config.loss.feature_distance, ("l2", "l1")),
                "loss.gan_type": (config.loss.gan_type, ("bce", "lsgan")),
-               "model.architecture": (config.model.architecture, ("digits", "residual"))}
+               "model.architecture": (config.model.architecture, ARCHITECTURES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")

@@ -13,7 +13,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from unit_tf.config import ModelConfig, check_residual_geometry
+from unit_tf.config import ARCHITECTURES, ModelConfig, check_residual_geometry
 from unit_tf.errors import UserError
 from unit_tf.layers import PACKAGE, ConvBlock, ResidualBlock
 
@@ -302,16 +302,15 @@ def build_residual_networks(cfg: ModelConfig) -> dict[str, Any]:
                              lambda: _residual_discriminator_specs(cfg), scales=cfg.dis_scales)
 
 
-ARCHITECTURES: dict[str, Callable[[ModelConfig], dict[str, Any]]] = {
-    "digits": build_digit_networks,
-    "residual": build_residual_networks,
-}
+#: One builder per name of config.ARCHITECTURES, in its order.
+BUILDERS: dict[str, Callable[[ModelConfig], dict[str, Any]]] = dict(
+    zip(ARCHITECTURES, (build_digit_networks, build_residual_networks), strict=True))
 
 
 def build_networks(cfg: ModelConfig) -> dict[str, Any]:
     """{"encoder", "generator", "discriminator": CoupledNetwork, "coarse_discriminators": [CoupledNetwork]}."""
-    if cfg.architecture not in ARCHITECTURES:
+    if cfg.architecture not in BUILDERS:
         raise UserError(
-            f"unknown model.architecture '{cfg.architecture}'; choose one of: {', '.join(ARCHITECTURES)}"
+            f"unknown model.architecture '{cfg.architecture}'; choose one of: {', '.join(BUILDERS)}"
         )
-    return ARCHITECTURES[cfg.architecture](cfg)
+    return BUILDERS[cfg.architecture](cfg)
