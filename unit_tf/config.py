@@ -51,6 +51,10 @@ class ModelConfig:
     res_blocks: int = 4
     dis_layers: int = 4  # discriminator depth: stride-2 3x3 conv + LeakyReLU layers before the 1x1 logit conv
     dis_scales: int = 1  # multi-scale discriminators: one per scale, each on a 2x average-pooled input
+    # Fast paths (unit_tf.fast: small convs as matmuls, TF's fused batch-norm and Adam kernels): exact rewrites
+    # with the same variables, so this changes how fast a run is, not what it is. auto: on when TensorFlow sees
+    # no GPU (they work around CPU kernels; none was measured faster on a GPU) | off: plain Keras layers and Adam.
+    fast_paths: str = "auto"
 
 
 @dataclass
@@ -135,7 +139,7 @@ class TrainConfig:
     on_nan: str = "stop"  # non-finite loss: "stop" (keep the last good checkpoint) or "skip-step"
     inject_nan_step: int = 0  # testing hook: make the GAN loss NaN at this global step (0 = never)
     # Compute precision: "float32"; "bfloat16" (Keras mixed_bfloat16: bf16 math, float32 weights and
-    # losses; ~1.5x faster on CPUs with AMX/AVX512-BF16 and on GPUs/TPUs); "float16" (mixed_float16 with
+    # losses; faster on CPUs with AMX/AVX512-BF16 and on GPUs/TPUs); "float16" (mixed_float16 with
     # dynamic loss scaling: GPUs without bf16 units).
     precision: str = "float32"
     time_limit_minutes: float = 0.0  # stop (with a checkpoint) after this much wall-clock time; 0 = no limit
@@ -177,6 +181,7 @@ MIXED_PRECISION = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Settings that may change between invocations on the same run directory without making it another run.
 NON_DEFINING_KEYS = frozenset(
     {
+        "model.fast_paths",
         "data.data_dir",
         "data.cache_mb",
         "train.steps",
@@ -498,7 +503,8 @@ def validate(config: UNITConfig) -> None:
                "loss.recon_distance": (config.loss.recon_distance, ("l1", "sse")),
                "loss.feature_distance": (config.loss.feature_distance, ("l2", "l1")),
                "loss.gan_type": (config.loss.gan_type, ("bce", "lsgan")),
-               "model.architecture": (config.model.architecture, ("digits", "residual"))}
+               "model.architecture": (config.model.architecture, ("digits", "residual")),
+               "model.fast_paths": (config.model.fast_paths, ("auto", "off"))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
