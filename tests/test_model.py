@@ -12,7 +12,7 @@ from unit_tf.data.pipeline import DomainData, unpaired_batches
 from unit_tf.evaluation import domain_errors
 from unit_tf.losses import term_names
 from unit_tf.model import build_model
-from unit_tf.optimizers import FusedAdam, make_optimizer
+from unit_tf.optimizers import make_optimizer
 
 
 def _batch(config, n=8, seed=0):
@@ -155,43 +155,6 @@ def test_decoupled_weight_decay_option(config):
     assert optimizer.inner_optimizer.weight_decay == pytest.approx(config.optimizer.weight_decay)
     config.optimizer.weight_decay_mode = "l2"
     assert make_optimizer(config.optimizer, "g").inner_optimizer.weight_decay is None
-
-
-def _adam_step(strategy, optimizer, variables):
-    @tf.function
-    def step(g):
-        def replica():
-            with tf.GradientTape() as tape:  # d loss / d v = g
-                loss = tf.add_n([tf.reduce_sum(v * c) for v, c in zip(variables, g, strict=True)])
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        strategy.run(replica)
-    return step
-
-
-@pytest.mark.parametrize("mirrored", [False, True])
-def test_fused_adam_equals_keras_adam(mirrored):
-    """The fused kernel makes Keras' Adam update, on every replica's copy under MirroredStrategy."""
-    # ReductionToOneDevice: no collective ops, whose instance keys would clash with the other tests' strategies.
-    strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], tf.distribute.ReductionToOneDevice())
-                if mirrored else tf.distribute.get_strategy())
-    grads = [[tf.random.stateless_normal([3, 4], seed=[i, j]) for j in range(2)] for i in range(3)]
-    start = [tf.random.stateless_normal([3, 4], seed=[9, j]) for j in range(2)]
-    finals = []
-    for cls in (keras.optimizers.Adam, FusedAdam):
-        with strategy.scope():
-            variables = [keras.Variable(value) for value in start]
-            optimizer = cls(learning_rate=0.1, beta_1=0.5, beta_2=0.9, epsilon=1e-3)
-            optimizer.build(variables)
-
-        step = _adam_step(strategy, optimizer, variables)
-        for g in grads:
-            step(g)
-        finals.append([np.stack([c.numpy() for c in strategy.experimental_local_results(v.value)])
-                       for v in variables])
-    for want, got, first in zip(*finals, start, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-        assert np.abs(got - first.numpy()).min() > 1e-3  # every element moved
-        assert (got == got[:1]).all()  # replicas hold the same weights
 
 
 def test_checkpoint_restores_every_variable(config, tmp_path):

@@ -126,7 +126,7 @@ def make_source_only_trainer(unit: UNIT, strategy: tf.distribute.Strategy | None
     with strategy.scope():
         trainer = SourceOnlyTrainer(unit, name="source_only")
         trainer.compile(optimizer=make_optimizer(unit.unit_config.optimizer, "source_only_optimizer",
-                                                 unit.unit_config.train.precision))
+                                                 unit.unit_config.train.precision, unit.unit_config.model.fast_paths))
     return trainer
 
 

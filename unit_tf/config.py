@@ -51,6 +51,10 @@ class ModelConfig:
     res_blocks: int = 4
     dis_layers: int = 4  # discriminator depth: stride-2 3x3 conv + LeakyReLU layers before the 1x1 logit conv
     dis_scales: int = 1  # multi-scale discriminators: one per scale, each on a 2x average-pooled input
+    # Fast paths (unit_tf.fast: small convs as matmuls, TF's fused batch-norm and Adam kernels): exact rewrites
+    # with the same variables, so this changes how fast a run is, not what it is. auto: on when TensorFlow sees
+    # no GPU (they work around CPU kernels; none was measured faster on a GPU) | off: plain Keras layers and Adam.
+    fast_paths: str = "auto"
 
 
 @dataclass
@@ -134,7 +138,7 @@ class TrainConfig:
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism: bit-exact resumes
     on_nan: str = "stop"  # non-finite loss (ON_NAN): "stop" (keep the last good checkpoint) or "skip-step"
     # Compute precision: "float32"; "bfloat16" (Keras mixed_bfloat16: bf16 math, float32 weights and
-    # losses; ~1.5x faster on CPUs with AMX/AVX512-BF16 and on GPUs/TPUs); "float16" (mixed_float16 with
+    # losses; faster on CPUs with AMX/AVX512-BF16 and on GPUs/TPUs); "float16" (mixed_float16 with
     # dynamic loss scaling: GPUs without bf16 units).
     precision: str = "float32"
     time_limit_minutes: float = 0.0  # stop (with a checkpoint) after this much wall-clock time; 0 = no limit
@@ -172,6 +176,9 @@ class UNITConfig:
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # train.on_nan: what a non-finite loss does.
 ON_NAN = ("stop", "skip-step")
+#: model.fast_paths: "auto" (the rewrites of unit_tf.fast where measured faster: CPUs, not GPUs) or "off".
+FAST_PATHS = ("auto", "off")
+
 #: Network families (model.architecture): the paper's 32x32 digit networks and its residual translation networks.
 ARCHITECTURES = ("digits", "residual")
 
@@ -186,6 +193,7 @@ RETIRED_KEYS = frozenset({"train.inject_nan_step"})  # a test hook, now in tests
 # Settings that may change between invocations on the same run directory without making it another run.
 NON_DEFINING_KEYS = frozenset(
     {
+        "model.fast_paths",
         "data.data_dir",
         "data.cache_mb",
         "train.steps",
@@ -495,7 +503,8 @@ def validate(config: UNITConfig) -> None:
                "loss.recon_distance": (config.loss.recon_distance, ("l1", "sse")),
                "loss.feature_distance": (config.loss.feature_distance, ("l2", "l1")),
                "loss.gan_type": (config.loss.gan_type, ("bce", "lsgan")),
-               "model.architecture": (config.model.architecture, ARCHITECTURES)}
+               "model.architecture": (config.model.architecture, ARCHITECTURES),
+               "model.fast_paths": (config.model.fast_paths, FAST_PATHS)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")

@@ -7,7 +7,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from unit_tf import conv_matmul
+from unit_tf import fast
+from unit_tf.fast import conv_matmul
+from unit_tf.fast.batch_norm import FusedBatchNormalization
 
 PACKAGE = "unit_tf"
 
@@ -30,8 +32,8 @@ def replica_seed(generator: keras.random.SeedGenerator) -> tf.Tensor:
 
 def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
     """Inverted dropout whose mask draws 16 random bits per element: half the Philox work of a float32
-    uniform per element (the D's dropout masks: 71 -> 32 ms per bf16 digits_official step). The drop probability
-    is rate rounded to a multiple of 2^-16 (0.1 -> 0.100006), and kept values are scaled by its inverse."""
+    uniform per element. The drop probability is rate rounded to a multiple of 2^-16 (0.1 -> 0.100006), and kept
+    values are scaled by its inverse."""
     threshold = round(rate * 65536)
     size = tf.size(x)
     words = tf.random.stateless_uniform([(size + 1) // 2], seed, minval=None, maxval=None, dtype=tf.uint32)
@@ -41,53 +43,15 @@ def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """Keras BatchNormalization (same variables, same updates) computed by TF's fused kernel where it can be.
-
-    Keras 3 normalizes with a chain of element-wise ops in float32 (a cast, the moments, the affine map and, in
-    training, their gradients): about fifteen passes over every activation per step. TF's FusedBatchNormV3 does
-    the same in one pass forward and one backward, in the activations' own dtype (statistics in float32).
-    Used for NHWC inputs, except when the statistics must be synchronized over several replicas
-    (`synchronized=True` under a multi-replica strategy), where the Keras path all-reduces them.
-    """
-
-    def _fused_ok(self, inputs: tf.Tensor, training: bool | None) -> bool:
-        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or self.renorm:
-            return False
-        if training and self.trainable and self.synchronized:
-            return tf.distribute.get_strategy().num_replicas_in_sync == 1
-        return True
-
-    def call(self, inputs: tf.Tensor, training: bool | None = None, mask: tf.Tensor | None = None) -> tf.Tensor:
-        if mask is not None or not self._fused_ok(inputs, training):
-            return super().call(inputs, training=training, mask=mask)
-        x = tf.cast(inputs, self.compute_dtype)
-        channels = x.shape[-1]
-        # The digit networks use scale=False: the official BN is affine=False, followed by a bias (beta here).
-        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
-        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
-        if not (training and self.trainable):
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, mean=self.moving_mean, variance=self.moving_variance, epsilon=self.epsilon,
-                is_training=False)
-            return y
-        y, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon, is_training=True)
-        # The kernel returns the Bessel-corrected variance; the Keras layer averages the biased one.
-        n = tf.cast(tf.size(x) // channels, tf.float32)
-        variance = unbiased * (n - 1.0) / tf.maximum(n, 1.0)
-        # Statistics are functions of the batch, not parameters: no gradient flows into the moving averages.
-        mean, variance = tf.stop_gradient(mean), tf.stop_gradient(variance)
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return y
-
-
-@keras.saving.register_keras_serializable(PACKAGE)
 class ConvBlock(keras.layers.Layer):
     """Conv (or transposed conv) -> optional norm -> activation -> optional max-pool -> optional dropout.
 
     `padding` is PyTorch's symmetric zero padding (a transposed conv crops it instead), so
     the official networks' shapes and alignments are reproduced exactly.
+
+    `fast_paths` (`model.fast_paths`: "auto" | "off") decides, through `unit_tf.fast.enabled`, whether the conv
+    may run as a matmul (`unit_tf.fast.conv_matmul`) and whether the batch norm is `FusedBatchNormalization`
+    or Keras' own; both compute the same with the same variables, so it does not change what is saved.
     """
 
     def __init__(
@@ -106,6 +70,7 @@ class ConvBlock(keras.layers.Layer):
         kernel_initializer: Any = "glorot_uniform",
         bias_initializer: Any = "zeros",
         dropout: float = 0.0,
+        fast_paths: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,6 +94,8 @@ class ConvBlock(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.dropout = dropout
+        self.fast_paths = fast_paths
+        self.use_fast_paths = fast.enabled(fast_paths)
 
         use_same = padding > 0 and _same_padding_matches(kernel_size, strides, padding, transpose)
         conv_cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
@@ -152,10 +119,9 @@ class ConvBlock(keras.layers.Layer):
         )
         # synchronized=True: batch statistics over the GLOBAL batch under tf.distribute, so N replicas
         # compute exactly what one device computes (a no-op on a single device).
+        batch_norm = FusedBatchNormalization if self.use_fast_paths else keras.layers.BatchNormalization
         self.bn = (
-            FusedBatchNormalization(
-                momentum=bn_momentum, epsilon=bn_epsilon, scale=False, synchronized=True, name="bn"
-            )
+            batch_norm(momentum=bn_momentum, epsilon=bn_epsilon, scale=False, synchronized=True, name="bn")
             if norm == "batch"
             else None
         )
@@ -191,8 +157,9 @@ class ConvBlock(keras.layers.Layer):
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         if self.pad is not None:
             x = self.pad(x)
-        fast = conv_matmul.convolve(self.conv, x)  # tiny maps: the same conv as one matmul
-        x = self.conv(x) if fast is None else fast
+        # Tiny maps (fast paths on): the same conv as one matmul.
+        matmul = conv_matmul.convolve(self.conv, x) if self.use_fast_paths else None
+        x = self.conv(x) if matmul is None else matmul
         if self.crop is not None:
             x = self.crop(x)
         if self.bn is not None:
@@ -237,6 +204,7 @@ class ConvBlock(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             dropout=self.dropout,
+            fast_paths=self.fast_paths,
         )
         return config
 
@@ -246,14 +214,15 @@ class ResidualBlock(keras.layers.Layer):
     """x + norm(conv3x3(ReLU(norm(conv3x3(x))))): the official INSResBlock of the translation networks."""
 
     def __init__(self, filters: int, norm: str = "instance", bn_epsilon: float = 1e-5,
-                 kernel_initializer: Any = "glorot_uniform", **kwargs: Any) -> None:
+                 kernel_initializer: Any = "glorot_uniform", fast_paths: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.filters = filters
         self.norm = norm
         self.bn_epsilon = bn_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.fast_paths = fast_paths
         common = dict(kernel_size=3, padding=1, norm=norm, bn_epsilon=bn_epsilon,
-                      kernel_initializer=self.kernel_initializer)
+                      kernel_initializer=self.kernel_initializer, fast_paths=fast_paths)
         self.conv1 = ConvBlock(filters, activation="relu", name="conv1", **common)
         self.conv2 = ConvBlock(filters, name="conv2", **common)
 
@@ -272,7 +241,8 @@ class ResidualBlock(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(filters=self.filters, norm=self.norm, bn_epsilon=self.bn_epsilon,
-                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+                      fast_paths=self.fast_paths)
         return config
 
 

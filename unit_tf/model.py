@@ -432,7 +432,9 @@ def build_model(config: UNITConfig, strategy: tf.distribute.Strategy | None = No
         model = UNIT(config, name="unit")
         model.build()
         model.compile(
-            d_optimizer=make_optimizer(config.optimizer, "d_optimizer", config.train.precision),
-            g_optimizer=make_optimizer(config.optimizer, "g_optimizer", config.train.precision),
+            d_optimizer=make_optimizer(config.optimizer, "d_optimizer", config.train.precision,
+                                       config.model.fast_paths),
+            g_optimizer=make_optimizer(config.optimizer, "g_optimizer", config.train.precision,
+                                       config.model.fast_paths),
         )
     return model

@@ -143,6 +143,7 @@ def _digit_encoder_specs(cfg: ModelConfig) -> list[LayerSpec]:
         bn_momentum=cfg.bn_momentum,
         bn_epsilon=cfg.bn_epsilon,
         kernel_initializer=keras.initializers.serialize(init),
+        fast_paths=cfg.fast_paths,
     )
     mean_init = keras.initializers.serialize(keras.initializers.RandomNormal(0.0, 0.002))
     return [
@@ -151,7 +152,8 @@ def _digit_encoder_specs(cfg: ModelConfig) -> list[LayerSpec]:
         dict(filters=4 * c, kernel_size=cfg.image_size // 4, **bn),
         dict(filters=8 * c, kernel_size=1, **bn),
         # Latent mean of q(z|x) (official GaussianVAE2D.en_mu, initialized N(0, 0.002)).
-        dict(filters=8 * c, kernel_size=1, kernel_initializer=mean_init, bias_initializer=mean_init),
+        dict(filters=8 * c, kernel_size=1, kernel_initializer=mean_init, bias_initializer=mean_init,
+             fast_paths=cfg.fast_paths),
     ]
 
 
@@ -167,13 +169,15 @@ def _digit_generator_specs(cfg: ModelConfig, out_channels: int) -> list[LayerSpe
         bn_momentum=cfg.bn_momentum,
         bn_epsilon=cfg.bn_epsilon,
         kernel_initializer=init,
+        fast_paths=cfg.fast_paths,
     )
     return [
         dict(filters=8 * c, kernel_size=4, strides=2, padding=0, **bn),
         dict(filters=4 * c, kernel_size=4, strides=2, padding=1, **bn),
         dict(filters=2 * c, kernel_size=4, strides=2, padding=1, **bn),
         dict(filters=c, kernel_size=4, strides=2, padding=1, **bn),
-        dict(filters=out_channels, kernel_size=1, activation="tanh", kernel_initializer=init),
+        dict(filters=out_channels, kernel_size=1, activation="tanh", kernel_initializer=init,
+             fast_paths=cfg.fast_paths),
     ]
 
 
@@ -192,13 +196,14 @@ def _digit_discriminator_specs(cfg: ModelConfig) -> list[LayerSpec]:
     """Official CoDis32x32: four (5x5 conv, ReLU, 2x2 max-pool) blocks and a 2x2 real/fake logit head."""
     d = cfg.dis_ch
     drop = DIS_DROPOUT if cfg.dis_dropout else (0.0,) * 4
-    block = dict(kernel_size=5, padding=2, activation="relu", pool=2, **_dis_initializers())
+    block = dict(kernel_size=5, padding=2, activation="relu", pool=2, fast_paths=cfg.fast_paths,
+                 **_dis_initializers())
     return [
         dict(filters=d, dropout=drop[0], **block),
         dict(filters=2 * d, dropout=drop[1], **block),
         dict(filters=4 * d, dropout=drop[2], **block),
         dict(filters=8 * d, dropout=drop[3], **block),
-        dict(filters=1, kernel_size=cfg.image_size // 16, **_dis_initializers()),
+        dict(filters=1, kernel_size=cfg.image_size // 16, fast_paths=cfg.fast_paths, **_dis_initializers()),
     ]
 
 
@@ -213,7 +218,7 @@ def build_classifier_head(cfg: ModelConfig) -> ConvBlock | None:
             f"model.share_weights=true (got {str(cfg.share_weights).lower()}), or num_classes=0"
         )
     return ConvBlock(filters=cfg.num_classes, kernel_size=cfg.image_size // 16, name="classifier_head",
-                     **_dis_initializers())
+                     fast_paths=cfg.fast_paths, **_dis_initializers())
 
 
 def _gaussian_init() -> LayerSpec:
@@ -225,9 +230,9 @@ def _residual_encoder_specs(cfg: ModelConfig) -> list[LayerSpec]:
     """Official COCOResGen2 encoder: 7x7/1 conv + LeakyReLU, n_downsample 3x3/2 conv + IN + ReLU, then
     res_blocks instance-norm residual blocks. Latent: [N, size / 2^n, size / 2^n, gen_ch * 2^n]."""
     c = cfg.gen_ch
-    norm = dict(norm="instance", bn_epsilon=cfg.bn_epsilon, **_gaussian_init())
+    norm = dict(norm="instance", bn_epsilon=cfg.bn_epsilon, fast_paths=cfg.fast_paths, **_gaussian_init())
     specs = [dict(filters=c, kernel_size=7, padding=3, activation="leaky_relu", leaky_slope=cfg.leaky_slope,
-                  **_gaussian_init())]
+                  fast_paths=cfg.fast_paths, **_gaussian_init())]
     for _ in range(cfg.n_downsample):
         c *= 2
         specs.append(dict(filters=c, kernel_size=3, strides=2, padding=1, activation="relu", **norm))
@@ -238,21 +243,23 @@ def _residual_generator_specs(cfg: ModelConfig, out_channels: int) -> list[Layer
     """The encoder mirrored: res_blocks residual blocks, n_downsample 4x4/2 transposed conv + IN + ReLU,
     then a 1x1 conv + tanh to the domain's channels."""
     c = cfg.gen_ch * 2**cfg.n_downsample
-    norm = dict(norm="instance", bn_epsilon=cfg.bn_epsilon, **_gaussian_init())
+    norm = dict(norm="instance", bn_epsilon=cfg.bn_epsilon, fast_paths=cfg.fast_paths, **_gaussian_init())
     specs = [dict(kind="residual", filters=c, **norm) for _ in range(cfg.res_blocks)]
     for _ in range(cfg.n_downsample):
         c //= 2
         specs.append(dict(filters=c, kernel_size=4, strides=2, padding=1, transpose=True, activation="relu",
                           **norm))
-    return specs + [dict(filters=out_channels, kernel_size=1, activation="tanh", **_gaussian_init())]
+    return specs + [dict(filters=out_channels, kernel_size=1, activation="tanh", fast_paths=cfg.fast_paths,
+                         **_gaussian_init())]
 
 
 def _residual_discriminator_specs(cfg: ModelConfig) -> list[LayerSpec]:
     """Official COCODis: dis_layers 3x3/2 conv + LeakyReLU(0.2) layers doubling the width, then a 1x1 conv
     to a patch of real/fake logits [N, size / 2^dis_layers, size / 2^dis_layers, 1]."""
-    block = dict(kernel_size=3, strides=2, padding=1, activation="leaky_relu", leaky_slope=0.2, **_gaussian_init())
+    block = dict(kernel_size=3, strides=2, padding=1, activation="leaky_relu", leaky_slope=0.2,
+                 fast_paths=cfg.fast_paths, **_gaussian_init())
     specs = [dict(filters=cfg.dis_ch * 2**i, **block) for i in range(cfg.dis_layers)]
-    return specs + [dict(filters=1, kernel_size=1, **_gaussian_init())]
+    return specs + [dict(filters=1, kernel_size=1, fast_paths=cfg.fast_paths, **_gaussian_init())]
 
 
 def _shared_counts(cfg: ModelConfig) -> tuple[int, int, int]:

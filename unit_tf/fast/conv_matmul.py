@@ -1,9 +1,8 @@
 """Convolutions on small feature maps, or their kernel gradients, computed as matmuls (same kernels, same
-results, faster on CPUs).
+results; a CPU fast path, see unit_tf.fast).
 
 oneDNN's convolution kernels are slow on maps of a few pixels, above all for the weight gradient in bfloat16
-(digits_official, 2 CPU cores: the 1x1 -> 4x4 transposed conv of the generator takes 285 ms forward + backward
-as a convolution, 12 ms as a matmul; the discriminator's 5x5 conv on 4x4 maps 336 ms vs 154 ms). These are
+(the digit generator's 1x1 -> 4x4 transposed conv, the discriminator's 5x5 conv on 4x4 maps). These are
 exact rewrites, the kernel variable unchanged:
 
 - a 'valid' conv whose kernel covers the whole input (output 1x1): flatten, matmul;
@@ -13,14 +12,18 @@ exact rewrites, the kernel variable unchanged:
   back onto the kernel;
 - a 'same' transposed conv of such a map whose kernel is a multiple of its stride (the generator's
   4x4 -> 8x8): one matmul gives every input pixel's kernel-sized contribution, which are then added where
-  they overlap (col2im); autodiff makes both gradients matmuls too (bf16: 451 -> 158 ms forward + backward,
-  fp32: 408 -> 314 ms; the convolution wins from 8x8 maps on, so larger maps keep it);
-- not rewrites of the forward pass, on a machine without GPU only: the kernel gradient as one matmul per
-  s x s block of taps (`_kernel_grad_by_blocks`; stride 1: per tap) for a bfloat16 stride-1 'same' conv on a
-  map of at most `MAX_KERNEL_GRAD_PIXELS` pixels, a 'same' transposed conv of such a map (stride dividing the
-  kernel: the generator's 8x8 -> 16x16) and a bfloat16 strided 'valid' conv on a map of at most
-  `MAX_STRIDED_GRAD_PIXELS` pixels (the encoder's padded 20x20 -> 8x8).
+  they overlap (col2im); autodiff makes both gradients matmuls too (from 8x8 maps on the convolution was
+  measured faster, so larger maps keep it);
+- not rewrites of the forward pass: the kernel gradient as one matmul per s x s block of taps
+  (`_kernel_grad_by_blocks`; stride 1: per tap) for a bfloat16 stride-1 'same' conv on a map of at most
+  `MAX_KERNEL_GRAD_PIXELS` pixels, a 'same' transposed conv of such a map (stride dividing the kernel: the
+  generator's 8x8 -> 16x16) and a bfloat16 strided 'valid' conv on a map of at most `MAX_STRIDED_GRAD_PIXELS`
+  pixels (the encoder's padded 20x20 -> 8x8).
 Everything else returns None and runs as the convolution it is.
+
+Whether these run at all is the caller's decision (`unit_tf.fast.enabled(model.fast_paths)`, in ConvBlock):
+all of them work around oneDNN (CPU) kernels, none was measured on cuDNN.
+Measured timings: docs/performance.md (fast paths).
 """
 
 from __future__ import annotations
@@ -43,13 +46,14 @@ MAX_TOEPLITZ_PIXELS = 16
 MAX_KERNEL_GRAD_PIXELS = 64
 
 #: Largest (padded) input on which a bfloat16 strided 'valid' conv takes its kernel gradient block by block:
-#: the digit encoder's 20x20 -> 8x8 (48 -> 31 ms at batch 128); on its 36x36 first layer (5 channels) and in
-#: float32 oneDNN's kernel gradient is faster.
+#: the digit encoder's 20x20 -> 8x8; on its 36x36 first layer (5 channels) and in float32 oneDNN's kernel
+#: gradient is faster.
 MAX_STRIDED_GRAD_PIXELS = 400
 
 
 def convolve(conv: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor | None:
-    """conv(x) as one matmul when `conv` (a built Conv2D / Conv2DTranspose) and x's static shape allow it."""
+    """conv(x) as one matmul when `conv` (a built Conv2D / Conv2DTranspose) and x's static shape allow it, else
+    None (run the convolution). Only for callers whose `unit_tf.fast.enabled(...)` is true (CPUs)."""
     h, w = x.shape[1], x.shape[2]
     form = None if h is None or w is None else _form(conv, h, w, x.dtype)
     if form is None:
@@ -96,10 +100,9 @@ def _form(conv: keras.layers.Layer, h: int, w: int, dtype: tf.DType) -> str | No
         blocks = strided and conv.padding == "same" and kh % stride == 0 and kw % stride == 0
         if blocks and tiny:
             return "overlap_add"
-        return "block_kernel_grad" if blocks and h * w <= MAX_KERNEL_GRAD_PIXELS and not _gpus() else None
+        return "block_kernel_grad" if blocks and h * w <= MAX_KERNEL_GRAD_PIXELS else None
     if tuple(conv.strides) != (1, 1):
-        blocks = (strided and conv.padding == "valid" and dtype == tf.bfloat16
-                  and h * w <= MAX_STRIDED_GRAD_PIXELS and not _gpus())
+        blocks = strided and conv.padding == "valid" and dtype == tf.bfloat16 and h * w <= MAX_STRIDED_GRAD_PIXELS
         return "strided_kernel_grad" if blocks else None
     if (h, w) == (kh, kw) and conv.padding == "valid":
         return "dense"
@@ -107,22 +110,15 @@ def _form(conv: keras.layers.Layer, h: int, w: int, dtype: tf.DType) -> str | No
         return None
     if tiny:
         return "toeplitz"
-    tap_grad = dtype == tf.bfloat16 and h * w <= MAX_KERNEL_GRAD_PIXELS and not _gpus()
+    tap_grad = dtype == tf.bfloat16 and h * w <= MAX_KERNEL_GRAD_PIXELS
     return "tap_kernel_grad" if tap_grad else None
-
-
-@functools.cache
-def _gpus() -> bool:
-    """Whether TF sees a GPU: the matmul kernel gradients work around oneDNN (CPU) only, not cuDNN."""
-    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def _toeplitz_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """Stride-1 'same' conv as x @ T, T = the Toeplitz matrix [(in pixel, in channel), (out pixel, out channel)].
 
     The kernel gradient sums dT's pixel-pair blocks onto their taps; dT is formed as a batch of per-pair
-    products x_i^T dy_o already in (pair, channels) order, so no transpose of the large dT is needed (bf16:
-    272 -> 130 ms forward + backward for the D's 4x4 maps, fp32 478 -> 355 ms).
+    products x_i^T dy_o already in (pair, channels) order, so no transpose of the large dT is needed.
     """
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     kh, kw, _, d = kernel.shape
@@ -186,7 +182,7 @@ def _kernel_grad_by_blocks(x: tf.Tensor, dy: tf.Tensor, stride: int, kernel_shap
 
 def _conv_tap_kernel_grad(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """Stride-1 'same' conv (odd kernel) whose kernel gradient is one matmul per tap of the zero-padded x
-    (bf16 on the D's 8x8 maps: 362 -> 259 ms forward + backward at batch 384, 216 -> 175 ms at 256)."""
+    (bf16: the D's 8x8 maps)."""
     kh, kw = kernel.shape[0], kernel.shape[1]
     return _with_kernel_grad(
         x, kernel,
@@ -198,8 +194,8 @@ def _conv_tap_kernel_grad(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
 
 
 def _strided_block_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
-    """'valid' conv with stride s whose kernel gradient is one matmul per s x s block of taps (bf16, the digit
-    encoder's 20x20 -> 8x8 at batch 128: 48 -> 31 ms)."""
+    """'valid' conv with stride s whose kernel gradient is one matmul per s x s block of taps (bf16: the digit
+    encoder's 20x20 -> 8x8)."""
     return _with_kernel_grad(
         x, kernel,
         forward=lambda x, k: tf.nn.conv2d(x, k, stride, "VALID"),
@@ -210,7 +206,7 @@ def _strided_block_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> 
 
 def _transposed_block_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
     """'same' transposed conv (stride s dividing the kernel) whose kernel gradient is one matmul per s x s
-    block of taps (bf16, 8x8 -> 16x16, batch 128, forward + backward: 266 -> 179 ms; fp32 428 -> 311 ms).
+    block of taps (the digit generator's 8x8 -> 16x16).
 
     A transposed conv is the input gradient of the strided conv with the same kernel [kh, kw, out, in], so its
     kernel gradient is that conv's, with the roles swapped: the conv's input is dy padded as 'same' pads
@@ -238,7 +234,7 @@ def _overlap_add(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
     y_full[s * m + t] += x[m] @ kernel[t]^T; with t = s * a + r (r < s) the contributions of offset (a, b)
     land on the stride-s grid shifted by (s * a, s * b): depth_to_space places them, and each grid is cut to the
     'same' output window and padded into place (tf.slice + tf.pad, whose gradients are a pad and a slice:
-    cropping one padded sum instead costs a StridedSliceGrad, bf16 177 -> 144 ms forward + backward).
+    cropping one padded sum instead costs a slower StridedSliceGrad).
     """
     h, w, cin = x.shape[1], x.shape[2], x.shape[3]
     kh, kw, cout, _ = kernel.shape

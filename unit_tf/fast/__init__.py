@@ -1,0 +1,36 @@
+"""Fast paths: exact rewrites of a computation that run faster where they were measured (CPUs), and the ONE
+decision whether they run.
+
+- `conv_matmul`: convolutions on maps of a few pixels (or only their kernel gradients) as matmuls;
+- `batch_norm.FusedBatchNormalization`: Keras' batch norm computed by TF's fused kernel;
+- `adam.FusedAdam`: Keras' Adam with each variable's update done by TF's fused ResourceApplyAdam kernel.
+
+Each computes what the plain Keras layer / op / optimizer computes (to float rounding) with the same variables
+under the same names, so the setting `model.fast_paths` (`auto` | `off`) may change between runs on the same
+checkpoints. `auto` turns them on only when TensorFlow sees no GPU: they work around CPU (oneDNN) kernels and
+none has been measured faster on a GPU. Measured timings: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import tensorflow as tf
+
+from unit_tf.config import FAST_PATHS as SETTINGS  # the values of model.fast_paths
+
+
+@functools.cache
+def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU (checked once per process; initializes TF's devices on first use)."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def enabled(setting: str) -> bool:
+    """Whether the fast paths run under `setting` (`model.fast_paths`): never for "off"; for "auto" only when
+    TensorFlow sees no GPU."""
+    if setting == "off":
+        return False
+    if setting == "auto":
+        return not gpu_visible()
+    raise ValueError(f"fast_paths must be one of {', '.join(SETTINGS)}, got {setting!r}")
