@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train UNIT: `python train.py --dataset svhn_mnist` (see README.md for every flag)."""
+"""Train UNIT: `python train.py --dataset svhn_mnist` (every flag: docs/training.md)."""
 
 from __future__ import annotations
 

@@ -209,7 +209,7 @@ NON_DEFINING_KEYS = frozenset(
     }
 )
 
-# Domain adaptation recipe (README "Domain adaptation" lists what was measured to choose it): the official DA
+# Domain adaptation recipe (docs/domain_adaptation.md lists what was measured to choose it): the official DA
 # networks (shared D trunk + classifier head, dropout, x/y coordinate channels) and source classifier (weight
 # 10), the paper's loss weights without the cycle term, plus two levers measured to pay off on a small budget:
 # the classifier also learns from translated source images, and the generators keep the digit's identity.
@@ -225,12 +225,12 @@ DA_SETTINGS: dict[str, Any] = {
     "loss.classifier_translated": 10.0,
     "loss.translated_rampup_steps": 1000,
     "loss.feature": 1e-4,
-    # The paper's L1 (per-image sum of |.|): USPS->MNIST 87.7 % vs 85.8 % with the official squared distance
-    # in two otherwise identical 30-minute single-core runs (README "How the recipe was chosen").
+    # The paper's L1 (per-image sum of |.|) instead of the official squared distance: it did better in paired
+    # 30-minute runs (docs/domain_adaptation.md, "How the recipe was chosen").
     "loss.feature_distance": "l1",
     "loss.semantic": 10.0,
-    # The source-only classifier UNIT starts from: 4000 steps (~80 s on 2 cores) reach its plateau; USPS->MNIST
-    # in 30 min: 94.5 % (last 5: 93.8) vs 90.9 % (88.7) after a 1000-step warm-up (README "Results").
+    # The source-only classifier UNIT starts from: 4000 steps reach its plateau, and UNIT ends higher from it
+    # than from a 1000-step warm-up (docs/domain_adaptation.md, "Results").
     "train.classifier_warmup_steps": 4000,
 }
 
@@ -284,9 +284,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Image-to-image translation (image folders, cycle_gan/*, celeb_a), at the paper's sizes.
     "translation_256": {**TRANSLATION_SETTINGS, "model.image_size": 256, "model.dis_layers": 6},
     "translation_128": {**TRANSLATION_SETTINGS, "model.image_size": 128, "model.dis_layers": 5},
-    # Narrow and shallow at 32-64 px: learns a simple translation within minutes on a CPU. Widths 32 / 32:
-    # benchmarks/translation.py ground-truth error after 6 min on one core 0.10 / 0.08 (a2b / b2a) vs 0.12 / 0.12
-    # with gen 16 / dis 32 and 0.27 / 0.29 with gen 16 / dis 16 (README "Image-to-image translation").
+    # Narrow and shallow at 32-64 px: learns a simple translation within minutes on a CPU. Widths 32 / 32 beat
+    # 16 / 32 and 16 / 16 on benchmarks/translation.py's ground-truth error (docs/translation.md).
     "small": {**TRANSLATION_SETTINGS, "model.image_size": 32, "model.gen_ch": 32, "model.dis_ch": 32,
               "model.res_blocks": 2, "model.dis_layers": 3, "data.batch_size": 8,
               "optimizer.learning_rate": 2e-4, "train.steps": 5000, "train.sample_every": 250,

@@ -60,8 +60,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         raise UserError(f"unknown strategy '{name}'; choose one of: {', '.join(STRATEGIES)}")
     cluster = cluster_from_env()
     if name == "multi_worker" and cluster is None:
-        raise UserError("--strategy multi_worker needs TF_CONFIG naming at least two tasks (README: "
-                        "'Several GPUs and several hosts'); use --strategy mirrored on one machine")
+        raise UserError("--strategy multi_worker needs TF_CONFIG naming at least two tasks (docs/"
+                        "distributed.md); use --strategy mirrored on one machine")
     if name == "multi_worker" or (name == "auto" and cluster is not None):
         try:
             return tf.distribute.MultiWorkerMirroredStrategy()
