@@ -214,6 +214,10 @@ class UNIT(MultiWorkerFit, keras.Model):
             x_aa = x_bb = None
         return Streams(x_a, x_b, mean_a, mean_b, x_aa, x_ab, x_ba, x_bb)
 
+    def _reports(self, term: str) -> bool:
+        """Whether this model's losses include `term` (decided once, by the declaration losses.TERMS)."""
+        return term in self.trackers
+
     def _fake_groups(self) -> tuple[str, ...]:
         """The streams D sees as fakes: the translations (and the reconstructions, official DA code)."""
         return ("translated", "reconstructed") if self.unit_config.loss.gan_recon_stream else ("translated",)
@@ -225,7 +229,7 @@ class UNIT(MultiWorkerFit, keras.Model):
         fakes = self._fake_groups()
         rows_a = {"real": data["x_a"], "translated": tf.stop_gradient(s.x_ba)}
         rows_b = {"real": data["x_b"], "translated": tf.stop_gradient(s.x_ab)}
-        if "reconstructed" in fakes or (w.feature > 0 and w.feature_from_gan_pass):
+        if "reconstructed" in fakes or (self._reports("feature") and w.feature_from_gan_pass):
             rows_a["reconstructed"], rows_b["reconstructed"] = tf.stop_gradient(s.x_aa), tf.stop_gradient(s.x_bb)
         with tf.GradientTape() as tape:
             d_a, d_b = self.discriminators.pass_rows(rows_a, rows_b, training=True)
@@ -260,17 +264,17 @@ class UNIT(MultiWorkerFit, keras.Model):
             kl = losses.kl_loss(s.mean_a, w.kl_reduction) + losses.kl_loss(s.mean_b, w.kl_reduction)
             g_loss = w.gan * g_gan + w.kl * kl + self.weight_penalty(self.g_variables)
             values = {"g_gan": g_gan, "kl": kl}
-            if w.recon_stream:
+            if self._reports(losses.recon_term(w)):
                 recon = (losses.recon_loss(s.x_a, s.x_aa, w.recon_distance)
                          + losses.recon_loss(s.x_b, s.x_bb, w.recon_distance))
                 g_loss += w.recon * recon
                 values[losses.recon_term(w)] = recon
-            if w.semantic > 0:
+            if self._reports("semantic"):
                 # Translations keep their digit: D_b's classifier must read x_ab as the source label.
                 logits = self.discriminators.classify(g_b.features("translated"), training=True)
                 values["semantic"] = losses.classifier_loss(data["y_a"], logits)
                 g_loss += w.semantic * values["semantic"]
-            if losses.has_cycle(w):
+            if self._reports("cycle_kl"):
                 # Cycle: re-encode the translations with the OTHER domain's encoder and decode back.
                 mean_ba, mean_ab = self.encode_pair(s.x_ba, s.x_ab, training=True)  # E_a(x_ba), E_b(x_ab)
                 x_aba, x_bab = self.decode_pair(self._sample(mean_ab), self._sample(mean_ba), training=True)
@@ -293,16 +297,16 @@ class UNIT(MultiWorkerFit, keras.Model):
         w = self.unit_config.loss
         dis = self.discriminators
         terms: dict[str, tf.Tensor] = {}
-        if w.classifier > 0:
+        if self._reports("classifier"):
             logits = dis.classify(d_a.features("real"), training=True)  # D_a trunk (with dropout) on x_a
             terms["classifier"] = losses.classifier_loss(y_a, logits)
             hits = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(y_a, tf.int32))
             terms["source_batch_accuracy"] = tf.reduce_mean(tf.cast(hits, tf.float32))
-        if w.classifier_translated > 0:
+        if self._reports("classifier_translated"):
             # Source images translated to B keep their labels: train the classifier through D_b on them.
             terms["classifier_translated"] = losses.classifier_loss(
                 y_a, dis.classify(d_b.features("translated"), training=True))
-        if w.feature > 0:
+        if self._reports("feature"):
             # D_b(x_ab) ~ D_a(x_aa) and D_a(x_ba) ~ D_b(x_bb) — same latent code, other domain — on the highest
             # D features: from the D update's pass (with dropout), or without dropout from a second,
             # deterministic pass of the finest scale (the official code).
