@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
-from helpers import write_digit_dirs  # noqa: E402
+from helpers import StepLogs, write_digit_dirs  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from unit_tf.config import OFFICIAL_DA_LOSSES, resolve_config  # noqa: E402
@@ -77,17 +77,6 @@ def write_image_folders(root: Path, n: int = 10) -> tuple[Path, Path]:
     return folders
 
 
-class Recorder(keras.callbacks.Callback):
-    """Every step's logs (the trackers are reset after each step by the logger: log_every = 1)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.steps: list[dict[str, float]] = []
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.steps.append({k: float(np.asarray(v)) for k, v in sorted((logs or {}).items())})
-
-
 def weight_record(model: keras.Model) -> dict:
     digest = hashlib.sha256()
     sums = {}
@@ -108,7 +97,7 @@ def run_case(name: str, work: Path, digits: Path, folders: tuple[Path, Path]) ->
     else:
         values["data.data_dir"] = str(digits)
     config = resolve_config(dataset, preset, overrides=values)
-    recorder = Recorder()
+    recorder = StepLogs()  # log_every = 1: the logger resets the trackers after each step
     run_dir = work / name
     model = training.train(config, run_dir, verbose=0, callbacks=[recorder]).model
     header = (run_dir / "metrics.csv").read_text().splitlines()[0]

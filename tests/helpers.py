@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from unit_tf.config import UNITConfig, resolve_config
@@ -102,3 +103,14 @@ def tiny_translation_config(**overrides) -> UNITConfig:
     config.model.channels_a = config.model.channels_b = 3
     validate(config)
     return config
+
+
+class StepLogs(keras.callbacks.Callback):
+    """Every training step's logs as floats (per-step values when the trackers are reset after each step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.steps.append({k: float(np.asarray(v)) for k, v in sorted((logs or {}).items())})

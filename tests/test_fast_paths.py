@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import synthetic_digits, tiny_config, tiny_translation_config
+from helpers import StepLogs, synthetic_digits, tiny_config, tiny_translation_config
 
 from unit_tf import fast
 from unit_tf.config import DA_SETTINGS, defining_differences, validate
@@ -43,22 +43,13 @@ def _batch(config, n: int) -> dict[str, tf.Tensor]:
     return batch
 
 
-class _StepLogs(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.steps: list[dict[str, float]] = []
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.steps.append({k: float(np.asarray(v)) for k, v in (logs or {}).items()})
-
-
 def _train(config, steps: int = 3) -> tuple[list[dict[str, float]], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-step logs, the model's variables (weights, statistics, noise state) and the optimizers' (step, slots)
     by path after `steps` fit steps on one fixed batch from the same initial weights."""
     keras.utils.set_random_seed(11)
     model = build_model(config)
     ds = tf.data.Dataset.from_tensors(_batch(config, config.data.batch_size)).repeat()
-    logs = _StepLogs()
+    logs = StepLogs()
     model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[logs])
     slots = {f"{name}:{v.path}": v.numpy() for name, optimizer in (("d", model.d_optimizer), ("g", model.g_optimizer))
              for v in optimizer.variables}
