@@ -6,8 +6,11 @@ import json
 import sys
 
 import numpy as np
-from golden_steps import GOLDEN
 from helpers import ROOT, run_script
+
+# Not imported from golden_steps: importing it would set its one-thread, AVX2-capped TensorFlow settings in
+# the test process itself (it configures them at import, for the subprocess that records).
+GOLDEN = ROOT / "tests" / "golden" / "steps.json"
 
 # Relative tolerance where a summation order may legitimately change (none has so far: the record is
 # reproduced bit for bit); the weights' sha256 is compared first and only its mismatch reads the sums.
