@@ -16,10 +16,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", required=True, help="the --output-dir of a train.py run")
     p.add_argument("--data-dir", help="data folder (default: the run's, then $UNIT_DATA_DIR, then TFDS)")
     p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--feature-weights", metavar="PATH",
+                   help="translation runs: ImageNet Inception-V3 weights for KID (keras' "
+                        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5) when they cannot be downloaded")
+    p.add_argument("--judge-dir", metavar="DIR",
+                   help="translation runs: cache of domain judges (default $UNIT_CACHE_DIR/judges or "
+                        "~/.cache/unit_tf/judges)")
     args = p.parse_args(argv)
     from unit_tf.evaluation import evaluate
 
-    result = evaluate(args.run_dir, args.data_dir, args.split)
+    result = evaluate(args.run_dir, args.data_dir, args.split, args.feature_weights, args.judge_dir)
     print(json.dumps(result, sort_keys=True))
     return 0
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Hermetic: no download attempts (Inception-V3 weights, TFDS), and domain judges cached in a temporary folder
+# instead of ~/.cache (subprocesses inherit both).
+os.environ.setdefault("UNIT_OFFLINE", "1")
+os.environ.setdefault("UNIT_CACHE_DIR", tempfile.mkdtemp(prefix="unit_tf_cache_"))
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,4 +1,5 @@
-"""Evaluation of a trained run on a test split: reconstruction and cycle errors, translation grids, and for
+"""Evaluation of a trained run on a test split: reconstruction and cycle errors, translation grids; for
+translation data sets the judge's translation success and KID (unit_tf.translation_metrics); for
 domain-adaptation runs classifier accuracies, a confusion matrix and the accuracy-versus-step curve."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 from unit_tf import adaptation, plots
+from unit_tf.catalogue import is_image_dataset
 from unit_tf.data.pipeline import DomainData, eval_batches, to_model_range
-from unit_tf.data.sources import load_eval_pair
+from unit_tf.data.sources import load_eval_pair, load_train_images
 from unit_tf.images import GRID_ROWS, SAMPLE_IMAGES, make_grid, write_png
 from unit_tf.model import UNIT
 from unit_tf.runs import RunDir, load_trained
@@ -54,10 +56,12 @@ def interpolation_strip(model: UNIT, x_a: tf.Tensor, x_b: tf.Tensor, steps: int 
     return make_grid([images_a, images_b])
 
 
-def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "test") -> dict[str, Any]:
+def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "test",
+             feature_weights: str | Path | None = None, judge_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate the run's latest checkpoint: reconstruction and cycle L1 per domain; writes
-    `R/eval/translations_<split>_step_<N>.png` and the latent interpolation `interpolation_<split>_step_<N>.png`
-    (and, for domain adaptation, accuracies, a confusion matrix and the accuracy curve)."""
+    `R/eval/translations_<split>_step_<N>.png` and the latent interpolation `interpolation_<split>_step_<N>.png`;
+    translation data sets add the judge's verdicts and KID (`feature_weights`: a local Inception-V3 weights file;
+    `judge_dir`: the judges' cache), domain adaptation accuracies, a confusion matrix and the accuracy curve."""
     run = RunDir(Path(run_dir))
     model, config, step = load_trained(run.root)
     a, b = load_eval_pair(config, split, data_dir)
@@ -71,6 +75,11 @@ def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "tes
     result["translation_grid"] = str(grid)
     strip = interpolation_strip(model, to_model_range(a.images[0]), to_model_range(b.images[0]))
     result["interpolation"] = str(write_png(strip, run.eval / f"interpolation_{split}_step_{step}.png"))
+    if is_image_dataset(config.data.dataset):
+        from unit_tf.translation_metrics import TranslationMetrics
+
+        train_a, train_b = load_train_images(config)
+        result.update(TranslationMetrics(train_a, train_b, a.images, b.images, feature_weights, judge_dir)(model))
     if model.classifier_head is not None:
         result.update(adaptation_report(model, run, a, b, split, step))
     return result

@@ -289,9 +289,17 @@ class ImagePair:
 
     def test_images(self, domain: str, limit: int | None = None) -> np.ndarray:
         """The first `limit` (default all) test images of a domain, uint8 [N, S, S, 3], always in the same order."""
+        return self._squared(self._domain(domain).test, limit)
+
+    def train_images(self, domain: str, limit: int | None = None) -> np.ndarray:
+        """The first `limit` (default all) training images of a domain, squared like the test images (no
+        augmentation): what the domain judge of evaluation learns from."""
+        return self._squared(self._domain(domain).train, limit)
+
+    def _squared(self, source: _FileSource | _TfdsSource, limit: int | None) -> np.ndarray:
         size = self.image_size
         batches = (
-            self._domain(domain).test.encoded(limit)
+            source.encoded(limit)
             .map(lambda data: square(decode_rgb(data), size), num_parallel_calls=tf.data.AUTOTUNE)
             .batch(256)
         )

@@ -98,3 +98,10 @@ def load_eval_pair(config: UNITConfig, split: str = "test", data_dir: str | None
     if limit:
         a, b = (DomainData(d.name, d.images[:limit], d.labels[:limit]) for d in (a, b))
     return a, b
+
+
+def load_train_images(config: UNITConfig, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A translation data set's training images of both domains (uint8, squared like its test images, at most
+    `limit` per domain): what evaluation's domain judge learns from."""
+    pair = _image_pair(config, train=False)
+    return pair.train_images("a", limit), pair.train_images("b", limit)
