@@ -105,6 +105,14 @@ class OptimizerConfig:
     # "l2": wd * w added to the gradient before Adam (PyTorch Adam(weight_decay=...), the official code);
     # "decoupled": AdamW-style decay applied by the Keras optimizer.
     weight_decay_mode: str = "l2"
+    # Learning-rate schedule (one of SCHEDULES; unit_tf.optimizers), counted in optimizer updates, so a resumed
+    # run continues it. constant | step: times schedule_gamma every schedule_steps steps (official UNIT: halve
+    # every 100000) | linear_decay: constant until decay_start * train.steps, then linearly to 0 at train.steps
+    # (CycleGAN).
+    schedule: str = "constant"
+    schedule_steps: int = 100000
+    schedule_gamma: float = 0.5
+    decay_start: float = 0.5  # a fraction of train.steps
 
 
 @dataclass
@@ -172,6 +180,8 @@ class UNITConfig:
         return config
 
 
+#: optimizer.schedule: the learning-rate schedules of unit_tf.optimizers.
+SCHEDULES = ("constant", "step", "linear_decay")
 # train.strategy: the tf.distribute strategies of unit_tf.distribute.make_strategy.
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # train.on_nan: what a non-finite loss does.
@@ -469,6 +479,7 @@ def validate(config: UNITConfig) -> None:
         "train.checkpoint_every": config.train.checkpoint_every,
         "train.sample_every": config.train.sample_every,
         "train.keep_checkpoints": config.train.keep_checkpoints,
+        "optimizer.schedule_steps": config.optimizer.schedule_steps,
         "model.image_size": config.model.image_size,
         "model.gen_ch": config.model.gen_ch,
         "model.dis_ch": config.model.dis_ch,
@@ -503,7 +514,8 @@ def validate(config: UNITConfig) -> None:
                "loss.feature_distance": (config.loss.feature_distance, ("l2", "l1")),
                "loss.gan_type": (config.loss.gan_type, ("bce", "lsgan")),
                "model.architecture": (config.model.architecture, ARCHITECTURES),
-               "model.fast_paths": (config.model.fast_paths, FAST_PATHS)}
+               "model.fast_paths": (config.model.fast_paths, FAST_PATHS),
+               "optimizer.schedule": (config.optimizer.schedule, SCHEDULES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
@@ -525,6 +537,11 @@ def validate(config: UNITConfig) -> None:
     for key, value in counts.items():
         if value < 0:
             raise UserError(f"{key} must be >= 0, got {value}")
+    if not 0.0 < config.optimizer.schedule_gamma <= 1.0:
+        raise UserError(f"optimizer.schedule_gamma must be in (0, 1], got {config.optimizer.schedule_gamma}")
+    if not 0.0 <= config.optimizer.decay_start < 1.0:
+        raise UserError(f"optimizer.decay_start must be in [0, 1) (a fraction of train.steps), got "
+                        f"{config.optimizer.decay_start}")
     if config.model.architecture == "residual":
         check_residual_geometry(config.model)
     if not 0.0 <= config.train.time_limit_minutes < float("inf"):

@@ -437,8 +437,8 @@ def build_model(config: UNITConfig, strategy: tf.distribute.Strategy | None = No
         model.build()
         model.compile(
             d_optimizer=make_optimizer(config.optimizer, "d_optimizer", config.train.precision,
-                                       config.model.fast_paths),
+                                       config.model.fast_paths, config.train.steps),
             g_optimizer=make_optimizer(config.optimizer, "g_optimizer", config.train.precision,
-                                       config.model.fast_paths),
+                                       config.model.fast_paths, config.train.steps),
         )
     return model
