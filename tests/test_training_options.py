@@ -1,4 +1,4 @@
-"""Training options of issue 18: learning-rate schedules."""
+"""Training options of issue 18: learning-rate schedules, keep_checkpoints."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from helpers import tiny_config
 
+import train as train_cli
 from unit_tf.config import OptimizerConfig, UNITConfig
 from unit_tf.errors import UserError
 from unit_tf.export import save_keras
@@ -106,12 +107,12 @@ class _Crash(keras.callbacks.Callback):
 def _run_config(data_dir, **overrides):
     return tiny_config("mnist_usps", **{"data.data_dir": str(data_dir), "train.steps": 6,
                                         "optimizer.schedule": "linear_decay", "optimizer.decay_start": 1 / 3,
-                                        **overrides})
+                                        "train.keep_checkpoints": 0, **overrides})
 
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory, data_dir):
-    """6 uninterrupted steps with a linear decay from step 2, checkpoints every 2 steps."""
+    """6 uninterrupted steps with a linear decay from step 2, checkpoints every 2 steps, all kept."""
     run = tmp_path_factory.mktemp("runs") / "straight"
     rates = _Rates()
     train(_run_config(data_dir), run, verbose=0, callbacks=[rates])
@@ -134,4 +135,23 @@ def test_a_resumed_run_continues_the_schedule_exactly(straight_run, tmp_path, da
     assert first.rates[:4] + second.rates == uninterrupted
     assert float(resumed.model.g_optimizer.learning_rate) == 0.0
     assert float(resumed.model.d_optimizer.learning_rate) == 0.0
+
+
+# ------------------------------------------------------------------------------------------ keep_checkpoints
+
+
+def test_keep_checkpoints_zero_keeps_every_checkpoint(straight_run):
+    run, _ = straight_run
+    assert sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.index")) == [
+        "ckpt-2.index", "ckpt-4.index", "ckpt-6.index"]
+
+
+def test_keep_checkpoints_flag_and_check():
+    args = train_cli.parse_args(["--dataset", "mnist_usps", "--keep-checkpoints", "0"])
+    assert train_cli.make_config(args).train.keep_checkpoints == 0
+    assert train_cli.make_config(train_cli.parse_args(["--dataset", "mnist_usps"])).train.keep_checkpoints == 3
+    with pytest.raises(SystemExit):
+        train_cli.parse_args(["--keep-checkpoints", "-1"])
+    with pytest.raises(UserError, match="train.keep_checkpoints must be >= 0"):
+        tiny_config(**{"train.keep_checkpoints": -1})
 

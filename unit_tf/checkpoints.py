@@ -10,7 +10,7 @@ from unit_tf.errors import UserError
 
 
 class RunCheckpoint:
-    """`tf.train.CheckpointManager` over `R/checkpoints/`, keeping the last `keep` checkpoints.
+    """`tf.train.CheckpointManager` over `R/checkpoints/`, keeping the last `keep` checkpoints (0: all).
 
     The manager writes the checkpoint files first and the `checkpoint` index last, so a crash mid-write
     leaves the previous checkpoint as the latest one.
@@ -30,7 +30,7 @@ class RunCheckpoint:
             variables=variables, d_optimizer=model.d_optimizer, g_optimizer=model.g_optimizer
         )
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(directory), max_to_keep=keep, checkpoint_name="ckpt"
+            self.checkpoint, str(directory), max_to_keep=keep or None, checkpoint_name="ckpt"
         )
 
     @property

@@ -142,7 +142,7 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 1000
     sample_every: int = 1000
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # the newest N ckpt-<step> files are kept; 0 keeps every one
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism: bit-exact resumes
     on_nan: str = "stop"  # non-finite loss (ON_NAN): "stop" (keep the last good checkpoint) or "skip-step"
     # Compute precision: "float32"; "bfloat16" (Keras mixed_bfloat16: bf16 math, float32 weights and
@@ -478,7 +478,6 @@ def validate(config: UNITConfig) -> None:
         "train.log_every": config.train.log_every,
         "train.checkpoint_every": config.train.checkpoint_every,
         "train.sample_every": config.train.sample_every,
-        "train.keep_checkpoints": config.train.keep_checkpoints,
         "optimizer.schedule_steps": config.optimizer.schedule_steps,
         "model.image_size": config.model.image_size,
         "model.gen_ch": config.model.gen_ch,
@@ -532,6 +531,7 @@ def validate(config: UNITConfig) -> None:
     counts = {"model.num_classes": config.model.num_classes, "model.n_downsample": config.model.n_downsample,
               "data.load_size": config.data.load_size, "data.cache_mb": config.data.cache_mb,
               "train.eval_every": config.train.eval_every,
+              "train.keep_checkpoints": config.train.keep_checkpoints,
               "train.classifier_warmup_steps": config.train.classifier_warmup_steps,
               "loss.translated_rampup_steps": config.loss.translated_rampup_steps}
     for key, value in counts.items():
