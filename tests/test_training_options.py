@@ -1,4 +1,4 @@
-"""Training options of issue 18: learning-rate schedules, keep_checkpoints."""
+"""Training options of issue 18: learning-rate schedules, --step checkpoints, keep_checkpoints."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import tiny_config
+from helpers import synthetic_digits, tiny_config
 
 import train as train_cli
+from unit_tf import export
 from unit_tf.config import OptimizerConfig, UNITConfig
 from unit_tf.errors import UserError
+from unit_tf.evaluation import evaluate
 from unit_tf.export import save_keras
 from unit_tf.model import build_model
 from unit_tf.optimizers import LinearDecay, StepDecay, learning_rate, make_optimizer
+from unit_tf.runs import load_trained
 from unit_tf.training import train
 
 # ------------------------------------------------------------------------------------ learning-rate schedules
@@ -137,7 +140,7 @@ def test_a_resumed_run_continues_the_schedule_exactly(straight_run, tmp_path, da
     assert float(resumed.model.d_optimizer.learning_rate) == 0.0
 
 
-# ------------------------------------------------------------------------------------------ keep_checkpoints
+# -------------------------------------------------------------------------------- keep_checkpoints, --step
 
 
 def test_keep_checkpoints_zero_keeps_every_checkpoint(straight_run):
@@ -154,4 +157,30 @@ def test_keep_checkpoints_flag_and_check():
         train_cli.parse_args(["--keep-checkpoints", "-1"])
     with pytest.raises(UserError, match="train.keep_checkpoints must be >= 0"):
         tiny_config(**{"train.keep_checkpoints": -1})
+
+
+def _outputs(model, x_a):
+    return model.translate(tf.constant(x_a), "a", "b").numpy()
+
+
+def test_an_older_step_is_loaded_evaluated_and_exported(straight_run, data_dir, tmp_path):
+    run, _ = straight_run
+    older, _, step = load_trained(run, step=2)
+    latest, _, latest_step = load_trained(run)
+    assert (step, latest_step) == (2, 6)
+    x_a = synthetic_digits(4, 32, 1, seed=5)[0].astype(np.float32) / 127.5 - 1.0
+    assert not np.allclose(_outputs(older, x_a), _outputs(latest, x_a))
+    assert evaluate(run, str(data_dir), step=4)["step"] == 4
+    assert export.main(["--run-dir", str(run), "--output", str(tmp_path / "m"), "--step", "2"]) == 0
+    served = tf.saved_model.load(str(tmp_path / "m" / "1")).signatures["a_to_b"]
+    y = served(images=tf.constant((x_a + 1.0) / 2.0))["images"].numpy()
+    np.testing.assert_allclose(y, np.clip((_outputs(older, x_a) + 1.0) / 2.0, 0, 1), atol=1e-5)
+
+
+def test_a_missing_step_is_one_line_naming_the_steps_there_are(straight_run):
+    run, _ = straight_run
+    with pytest.raises(UserError) as err:
+        load_trained(run, step=3)
+    assert "no checkpoint at step 3" in str(err.value) and "(checkpoints: 2, 4, 6)" in str(err.value)
+    assert "\n" not in str(err.value)
 

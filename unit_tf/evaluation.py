@@ -54,12 +54,13 @@ def interpolation_strip(model: UNIT, x_a: tf.Tensor, x_b: tf.Tensor, steps: int 
     return make_grid([images_a, images_b])
 
 
-def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "test") -> dict[str, Any]:
-    """Evaluate the run's latest checkpoint: reconstruction and cycle L1 per domain; writes
+def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "test",
+             step: int | None = None) -> dict[str, Any]:
+    """Evaluate the run's checkpoint at `step` (default: the latest): reconstruction and cycle L1 per domain; writes
     `R/eval/translations_<split>_step_<N>.png` and the latent interpolation `interpolation_<split>_step_<N>.png`
     (and, for domain adaptation, accuracies, a confusion matrix and the accuracy curve)."""
     run = RunDir(Path(run_dir))
-    model, config, step = load_trained(run.root)
+    model, config, step = load_trained(run.root, step)
     a, b = load_eval_pair(config, split, data_dir)
     result: dict[str, Any] = {"run_dir": str(run.root), "dataset": config.data.dataset, "split": split,
                               "step": step, "num_images_a": len(a.images), "num_images_b": len(b.images)}
