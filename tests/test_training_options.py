@@ -1,4 +1,4 @@
-"""Training options of issue 18: learning-rate schedules, --step checkpoints, keep_checkpoints."""
+"""Training options of issue 18: learning-rate schedules, --step checkpoints, keep_checkpoints, identity."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from unit_tf.config import OptimizerConfig, UNITConfig
 from unit_tf.errors import UserError
 from unit_tf.evaluation import evaluate
 from unit_tf.export import save_keras
+from unit_tf.losses import term_names
 from unit_tf.model import build_model
 from unit_tf.optimizers import LinearDecay, StepDecay, learning_rate, make_optimizer
 from unit_tf.runs import load_trained
@@ -184,3 +185,27 @@ def test_a_missing_step_is_one_line_naming_the_steps_there_are(straight_run):
     assert "no checkpoint at step 3" in str(err.value) and "(checkpoints: 2, 4, 6)" in str(err.value)
     assert "\n" not in str(err.value)
 
+
+# ------------------------------------------------------------------------------------------------- identity
+
+
+def test_identity_is_absent_at_zero_and_needs_equal_channels():
+    assert "identity" not in term_names(tiny_config().loss)
+    assert "identity" in term_names(tiny_config("mnist_usps", **{"loss.identity": 5.0}).loss)
+    with pytest.raises(UserError, match="loss.identity needs domains with the same channels") as err:
+        tiny_config("svhn_mnist", **{"loss.identity": 5.0})
+    assert "\n" not in str(err.value)
+
+
+def test_identity_term_is_logged_and_trains():
+    config = tiny_config("mnist_usps", **{"loss.identity": 5.0})
+    model = build_model(config)
+    x_a, _ = synthetic_digits(8, 32, 1, seed=0)
+    x_b, _ = synthetic_digits(8, 32, 1, seed=1)
+    batch = {"x_a": tf.constant(x_a / 127.5 - 1, tf.float32), "x_b": tf.constant(x_b / 127.5 - 1, tf.float32)}
+    history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=1, steps_per_epoch=2, verbose=0,
+                        shuffle=False)
+    assert "identity" in model.metric_names
+    values = history.history["identity"]
+    assert np.isfinite(values[-1]) and values[-1] > 0
+    assert int(model.g_optimizer.iterations.numpy()) == 2

@@ -91,6 +91,10 @@ class LossConfig:
     # noise, and learning labels on them would undo D_b's source-only initialization (semantic starts at once:
     # that initialization is what keeps early translations from collapsing to one digit).
     translated_rampup_steps: int = 0
+    # Identity (colour preservation, CycleGAN's identity term in UNIT's form): an image already in the target
+    # domain comes back unchanged through the translation, weight x (L1(G_b(E_a(x_b)), x_b) + L1(G_a(E_b(x_a)),
+    # x_a)). 0: no term. Needs equal channel counts.
+    identity: float = 0.0
 
 
 @dataclass
@@ -542,6 +546,9 @@ def validate(config: UNITConfig) -> None:
     if not 0.0 <= config.optimizer.decay_start < 1.0:
         raise UserError(f"optimizer.decay_start must be in [0, 1) (a fraction of train.steps), got "
                         f"{config.optimizer.decay_start}")
+    if config.loss.identity > 0 and config.model.channels_a != config.model.channels_b:
+        raise UserError(f"loss.identity needs domains with the same channels, but A has {config.model.channels_a} "
+                        f"and B {config.model.channels_b}: set loss.identity=0")
     if config.model.architecture == "residual":
         check_residual_geometry(config.model)
     if not 0.0 <= config.train.time_limit_minutes < float("inf"):
