@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow
+from unit_tf.cli import ArgumentParser, non_negative_int, positive_int, quiet_tensorflow
 from unit_tf.errors import run_cli
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=positive_int)
     p.add_argument("--sample-every", type=positive_int)
     p.add_argument("--log-every", type=positive_int)
+    p.add_argument("--keep-checkpoints", type=non_negative_int, metavar="N",
+                   help="keep the newest N checkpoints (default 3); 0 keeps every one")
     p.add_argument("--strategy", choices=STRATEGIES)
     p.add_argument("--logical-cpus", type=positive_int,
                    help="split the CPU into N logical devices (replicas for --strategy mirrored without GPUs)")
@@ -98,6 +100,7 @@ def make_config(args: argparse.Namespace) -> UNITConfig:
         "train.checkpoint_every": args.checkpoint_every,
         "train.sample_every": args.sample_every,
         "train.log_every": args.log_every,
+        "train.keep_checkpoints": args.keep_checkpoints,
         "train.strategy": args.strategy,
         "train.on_nan": args.on_nan,
         "train.deterministic": True if args.deterministic else None,

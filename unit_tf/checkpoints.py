@@ -10,7 +10,7 @@ from unit_tf.errors import UserError
 
 
 class RunCheckpoint:
-    """`tf.train.CheckpointManager` over `R/checkpoints/`, keeping the last `keep` checkpoints.
+    """`tf.train.CheckpointManager` over `R/checkpoints/`, keeping the last `keep` checkpoints (0: all).
 
     The manager writes the checkpoint files first and the `checkpoint` index last, so a crash mid-write
     leaves the previous checkpoint as the latest one.
@@ -30,7 +30,7 @@ class RunCheckpoint:
             variables=variables, d_optimizer=model.d_optimizer, g_optimizer=model.g_optimizer
         )
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(directory), max_to_keep=keep, checkpoint_name="ckpt"
+            self.checkpoint, str(directory), max_to_keep=keep or None, checkpoint_name="ckpt"
         )
 
     @property
@@ -41,11 +41,31 @@ class RunCheckpoint:
     def latest(self) -> str | None:
         return self.manager.latest_checkpoint
 
+    def steps(self) -> list[int]:
+        """The steps of the checkpoints on disk (complete ones: index file written), oldest first."""
+        found = []
+        for index in Path(self.restore_from).glob("ckpt-*.index"):
+            number = index.name[len("ckpt-"):-len(".index")]
+            if number.isdigit():
+                found.append(int(number))
+        return sorted(found)
+
     def restore_latest(self, weights_only: bool = False) -> int | None:
         """Restore the newest checkpoint; returns its step, or None if there is none."""
         path = tf.train.latest_checkpoint(self.restore_from)
         if path is None:
             return None
+        return self._restore(path, weights_only)
+
+    def restore_step(self, step: int, weights_only: bool = False) -> int:
+        """Restore `ckpt-<step>`; a UserError listing the steps there are if it does not exist."""
+        if step not in self.steps():
+            there = ", ".join(str(s) for s in self.steps()) or "none"
+            raise UserError(f"{self.restore_from} has no checkpoint at step {step} (checkpoints: {there}); "
+                            "pass one of those steps, or omit --step for the latest")
+        return self._restore(str(Path(self.restore_from) / f"ckpt-{step}"), weights_only)
+
+    def _restore(self, path: str, weights_only: bool) -> int:
         try:
             status = self.checkpoint.restore(path)
             if weights_only:

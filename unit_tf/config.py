@@ -91,6 +91,10 @@ class LossConfig:
     # noise, and learning labels on them would undo D_b's source-only initialization (semantic starts at once:
     # that initialization is what keeps early translations from collapsing to one digit).
     translated_rampup_steps: int = 0
+    # Identity (colour preservation, CycleGAN's identity term in UNIT's form): an image already in the target
+    # domain comes back unchanged through the translation, weight x (L1(G_b(E_a(x_b)), x_b) + L1(G_a(E_b(x_a)),
+    # x_a)). 0: no term. Needs equal channel counts.
+    identity: float = 0.0
 
 
 @dataclass
@@ -105,6 +109,14 @@ class OptimizerConfig:
     # "l2": wd * w added to the gradient before Adam (PyTorch Adam(weight_decay=...), the official code);
     # "decoupled": AdamW-style decay applied by the Keras optimizer.
     weight_decay_mode: str = "l2"
+    # Learning-rate schedule (one of SCHEDULES; unit_tf.optimizers), counted in optimizer updates, so a resumed
+    # run continues it. constant | step: times schedule_gamma every schedule_steps steps (official UNIT: halve
+    # every 100000) | linear_decay: constant until decay_start * train.steps, then linearly to 0 at train.steps
+    # (CycleGAN).
+    schedule: str = "constant"
+    schedule_steps: int = 100000
+    schedule_gamma: float = 0.5
+    decay_start: float = 0.5  # a fraction of train.steps
 
 
 @dataclass
@@ -134,7 +146,7 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 1000
     sample_every: int = 1000
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  # the newest N ckpt-<step> files are kept; 0 keeps every one
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism: bit-exact resumes
     on_nan: str = "stop"  # non-finite loss (ON_NAN): "stop" (keep the last good checkpoint) or "skip-step"
     # Compute precision: "float32"; "bfloat16" (Keras mixed_bfloat16: bf16 math, float32 weights and
@@ -172,6 +184,8 @@ class UNITConfig:
         return config
 
 
+#: optimizer.schedule: the learning-rate schedules of unit_tf.optimizers.
+SCHEDULES = ("constant", "step", "linear_decay")
 # train.strategy: the tf.distribute strategies of unit_tf.distribute.make_strategy.
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # train.on_nan: what a non-finite loss does.
@@ -468,7 +482,7 @@ def validate(config: UNITConfig) -> None:
         "train.log_every": config.train.log_every,
         "train.checkpoint_every": config.train.checkpoint_every,
         "train.sample_every": config.train.sample_every,
-        "train.keep_checkpoints": config.train.keep_checkpoints,
+        "optimizer.schedule_steps": config.optimizer.schedule_steps,
         "model.image_size": config.model.image_size,
         "model.gen_ch": config.model.gen_ch,
         "model.dis_ch": config.model.dis_ch,
@@ -503,7 +517,8 @@ def validate(config: UNITConfig) -> None:
                "loss.feature_distance": (config.loss.feature_distance, ("l2", "l1")),
                "loss.gan_type": (config.loss.gan_type, ("bce", "lsgan")),
                "model.architecture": (config.model.architecture, ARCHITECTURES),
-               "model.fast_paths": (config.model.fast_paths, FAST_PATHS)}
+               "model.fast_paths": (config.model.fast_paths, FAST_PATHS),
+               "optimizer.schedule": (config.optimizer.schedule, SCHEDULES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
@@ -520,11 +535,20 @@ def validate(config: UNITConfig) -> None:
     counts = {"model.num_classes": config.model.num_classes, "model.n_downsample": config.model.n_downsample,
               "data.load_size": config.data.load_size, "data.cache_mb": config.data.cache_mb,
               "train.eval_every": config.train.eval_every,
+              "train.keep_checkpoints": config.train.keep_checkpoints,
               "train.classifier_warmup_steps": config.train.classifier_warmup_steps,
               "loss.translated_rampup_steps": config.loss.translated_rampup_steps}
     for key, value in counts.items():
         if value < 0:
             raise UserError(f"{key} must be >= 0, got {value}")
+    if not 0.0 < config.optimizer.schedule_gamma <= 1.0:
+        raise UserError(f"optimizer.schedule_gamma must be in (0, 1], got {config.optimizer.schedule_gamma}")
+    if not 0.0 <= config.optimizer.decay_start < 1.0:
+        raise UserError(f"optimizer.decay_start must be in [0, 1) (a fraction of train.steps), got "
+                        f"{config.optimizer.decay_start}")
+    if config.loss.identity > 0 and config.model.channels_a != config.model.channels_b:
+        raise UserError(f"loss.identity needs domains with the same channels, but A has {config.model.channels_a} "
+                        f"and B {config.model.channels_b}: set loss.identity=0")
     if config.model.architecture == "residual":
         check_residual_geometry(config.model)
     if not 0.0 <= config.train.time_limit_minutes < float("inf"):

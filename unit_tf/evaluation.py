@@ -57,13 +57,15 @@ def interpolation_strip(model: UNIT, x_a: tf.Tensor, x_b: tf.Tensor, steps: int 
 
 
 def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "test",
-             feature_weights: str | Path | None = None, judge_dir: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate the run's latest checkpoint: reconstruction and cycle L1 per domain; writes
-    `R/eval/translations_<split>_step_<N>.png` and the latent interpolation `interpolation_<split>_step_<N>.png`;
-    translation data sets add the judge's verdicts and KID (`feature_weights`: a local Inception-V3 weights file;
-    `judge_dir`: the judges' cache), domain adaptation accuracies, a confusion matrix and the accuracy curve."""
+             step: int | None = None, feature_weights: str | Path | None = None,
+             judge_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate the run's checkpoint at `step` (default: the latest): reconstruction and cycle L1 per domain;
+    writes `R/eval/translations_<split>_step_<N>.png` and the latent interpolation
+    `interpolation_<split>_step_<N>.png`; translation data sets add the judge's verdicts and KID
+    (`feature_weights`: a local Inception-V3 weights file; `judge_dir`: the judges' cache), domain adaptation
+    accuracies, a confusion matrix and the accuracy curve."""
     run = RunDir(Path(run_dir))
-    model, config, step = load_trained(run.root)
+    model, config, step = load_trained(run.root, step)
     a, b = load_eval_pair(config, split, data_dir)
     result: dict[str, Any] = {"run_dir": str(run.root), "dataset": config.data.dataset, "split": split,
                               "step": step, "num_images_a": len(a.images), "num_images_b": len(b.images)}

@@ -1,6 +1,6 @@
 """Export a trained run as a SavedModel for TensorFlow Serving: `<output>/<version>/` with named signatures.
 
-    python -m unit_tf.export --run-dir R --output saved_models/NAME [--version N] [--keras FILE]
+    python -m unit_tf.export --run-dir R --output saved_models/NAME [--version N] [--keras FILE] [--step N]
 
 Signatures (all deterministic: the latent mean, no sampling noise; inference-mode batch norm):
     a_to_b (also serving_default), b_to_a, reconstruct_a, reconstruct_b
@@ -138,7 +138,7 @@ def export_model(model: UNIT, output: str | Path, version: int | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow
+    from unit_tf.cli import ArgumentParser, non_negative_int, positive_int, quiet_tensorflow
 
     quiet_tensorflow()
     p = ArgumentParser(prog="python -m unit_tf.export", description="Export a run for TensorFlow Serving.")
@@ -146,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="model folder; the export goes to OUTPUT/<version>/")
     p.add_argument("--version", type=positive_int, help="version number (default: the next free one)")
     p.add_argument("--keras", metavar="FILE", help="also save the full model (with optimizers) as a .keras file")
+    p.add_argument("--step", type=non_negative_int,
+                   help="use the checkpoint of this step (default: the latest; R/checkpoints/ckpt-<step>)")
     args = p.parse_args(argv)
     from unit_tf.runs import load_trained
 
-    model, _, step = load_trained(args.run_dir)
+    model, _, step = load_trained(args.run_dir, args.step)
     if args.keras:
         save_keras(model, args.keras)
         print(f"Saved {args.keras}")

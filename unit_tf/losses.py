@@ -47,6 +47,7 @@ TERMS = (
     Term(recon_term, lambda loss: loss.recon_stream),
     Term("cycle_kl", has_cycle),
     Term(cycle_recon_term, has_cycle),
+    Term("identity", lambda loss: loss.identity > 0),
     Term("classifier", lambda loss: loss.classifier > 0),
     Term("classifier_translated", lambda loss: loss.classifier_translated > 0),
     Term("feature", lambda loss: loss.feature > 0),

@@ -283,6 +283,14 @@ class UNIT(MultiWorkerFit, keras.Model):
                          + losses.recon_loss(s.x_b, x_bab, w.recon_distance))
                 g_loss += w.cycle_kl * cycle_kl + w.cycle_recon * cycle
                 values.update({"cycle_kl": cycle_kl, losses.cycle_recon_term(w): cycle})
+            if self._reports("identity"):
+                # Each domain's images through the translation INTO their own domain: E of the other domain, then
+                # their own G. z sampled (mean + noise) as in the reconstruction stream, which this mirrors.
+                mean_b_by_a, mean_a_by_b = self.encode_pair(s.x_b, s.x_a, training=True)  # E_a(x_b), E_b(x_a)
+                x_a_id, x_b_id = self.decode_pair(self._sample(mean_a_by_b), self._sample(mean_b_by_a),
+                                                  training=True)  # G_a(E_b(x_a)), G_b(E_a(x_b))
+                values["identity"] = losses.l1_loss(s.x_a, x_a_id) + losses.l1_loss(s.x_b, x_b_id)
+                g_loss += w.identity * values["identity"]
             values["g_loss"] = g_loss
             scaled = self._per_replica(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, tape, scaled, self.g_variables)
@@ -437,8 +445,8 @@ def build_model(config: UNITConfig, strategy: tf.distribute.Strategy | None = No
         model.build()
         model.compile(
             d_optimizer=make_optimizer(config.optimizer, "d_optimizer", config.train.precision,
-                                       config.model.fast_paths),
+                                       config.model.fast_paths, config.train.steps),
             g_optimizer=make_optimizer(config.optimizer, "g_optimizer", config.train.precision,
-                                       config.model.fast_paths),
+                                       config.model.fast_paths, config.train.steps),
         )
     return model

@@ -107,12 +107,16 @@ class RunDir:
                             "an empty or new directory")
 
 
-def load_trained(run_dir: str | Path) -> tuple[UNIT, UNITConfig, int]:
-    """The model of a run directory with its latest checkpoint's weights, its config and step."""
+def load_trained(run_dir: str | Path, step: int | None = None) -> tuple[UNIT, UNITConfig, int]:
+    """The model of a run directory with the weights of its checkpoint at `step` (default: the latest), its
+    config and that step."""
     run = RunDir(Path(run_dir))
     config = run.read_config()
     model = build_model(config)
-    step = RunCheckpoint(model, run.checkpoints).restore_latest(weights_only=True)
+    checkpoint = RunCheckpoint(model, run.checkpoints)
+    if step is not None:
+        return model, config, checkpoint.restore_step(step, weights_only=True)
+    step = checkpoint.restore_latest(weights_only=True)
     if step is None:
         raise UserError(f"{run.root} has no checkpoint yet; train it first (python train.py --output-dir "
                         f"{run.root} ...)")

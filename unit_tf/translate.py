@@ -1,7 +1,7 @@
 """Translate image files with a trained run: `python -m unit_tf.translate --run-dir R --direction a2b ...`.
 
     python -m unit_tf.translate --run-dir R --direction a2b|b2a --input DIR_OR_FILE --output DIR
-        [--size input|model] [--batch-size N] [--overwrite]
+        [--size input|model] [--batch-size N] [--overwrite] [--step N]
 
 Every jpg/jpeg/png/bmp/webp/gif under --input (searched recursively; other files are ignored) is converted to
 the source domain's channels (gray or RGB; alpha is dropped, a GIF's first frame is used), resized to the
@@ -261,11 +261,11 @@ def skip_names(paths: Sequence[Path]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow
+    from unit_tf.cli import ArgumentParser, non_negative_int, positive_int, quiet_tensorflow
 
     quiet_tensorflow()
     p = ArgumentParser(prog=PROG, description="Translate image files with a trained UNIT run.")
-    p.add_argument("--run-dir", required=True, help="the --output-dir of a train.py run (latest checkpoint)")
+    p.add_argument("--run-dir", required=True, help="the --output-dir of a train.py run (its latest checkpoint)")
     p.add_argument("--direction", required=True, choices=list(DIRECTIONS), help="a2b: domain A to B; b2a: back")
     p.add_argument("--input", required=True, help="an image file, or a folder searched recursively")
     p.add_argument("--output", required=True, help="folder for the translations (same relative paths and names)")
@@ -273,11 +273,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="write at each input's own size (default) or at the model's S x S")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per model call (default 16)")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    p.add_argument("--step", type=non_negative_int,
+                   help="use the checkpoint of this step (default: the latest; R/checkpoints/ckpt-<step>)")
     args = p.parse_args(argv)
     jobs = plan_translation(args.input, args.output, args.overwrite)  # before TensorFlow: fast refusals
     from unit_tf.runs import load_trained
 
-    model, _, _ = load_trained(args.run_dir)
+    model, _, _ = load_trained(args.run_dir, args.step)
     result = translate_files(model, jobs, args.direction, args.size, args.batch_size, progress=True)
     if result.skipped:
         print(f"warning: skipped {len(result.skipped)} unreadable image(s): {skip_names(result.skipped)}",
