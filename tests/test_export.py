@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import tiny_config
+from helpers import tiny_config, tiny_translation_config
 
 from unit_tf import export
 from unit_tf.errors import UserError
@@ -140,3 +140,51 @@ def test_keras_file_round_trip_continues_training(trained_model, tmp_path):
     assert int(loaded.g_optimizer.iterations.numpy()) == 3
     with pytest.raises(UserError, match="already exists"):
         save_keras(trained_model, path)
+
+
+# A fresh interpreter with TensorFlow only: the residual export at sizes other than the training size.
+ANY_SIZE_CHECK = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    export_dir, data_path = sys.argv[1], sys.argv[2]
+    data = np.load(data_path)
+    loaded = tf.saved_model.load(export_dir)
+    fn = loaded.signatures["a_to_b"]
+    report = {"input_shape": fn.structured_input_signature[1]["images"].shape.as_list(), "outputs": {}}
+    for key in ("wide", "square"):
+        y = fn(images=tf.constant(data[key]))["images"].numpy()
+        report["outputs"][key] = {"shape": list(y.shape), "range": [float(y.min()), float(y.max())],
+                                  "max_abs_diff": float(np.abs(y - data[key + "_expected"]).max())}
+    assert "unit_tf" not in sys.modules
+    report["unit_tf_imported"] = any(m.startswith("unit_tf") for m in sys.modules)
+    print(json.dumps(report))
+""")
+
+
+def test_residual_export_takes_any_height_and_width(tmp_path):
+    model = build_model(tiny_translation_config())  # residual, trained at 16 x 16; n_downsample 2
+    target = export_model(model, tmp_path / "unit")
+    rng = np.random.default_rng(0)
+    data = {"wide": rng.uniform(0, 1, [1, 50, 75, 3]).astype(np.float32),
+            "square": rng.uniform(0, 1, [2, 64, 64, 3]).astype(np.float32)}
+    for key in ("wide", "square"):
+        y = model.translate_any_size(data[key] * 2 - 1, "a", "b")
+        data[key + "_expected"] = ((y.numpy() + 1) / 2).clip(0, 1)
+    np.savez(tmp_path / "data.npz", **data)
+    result = subprocess.run([sys.executable, "-c", ANY_SIZE_CHECK, str(target), str(tmp_path / "data.npz")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not report["unit_tf_imported"]
+    assert report["input_shape"] == [None, None, None, 3]
+    assert report["outputs"]["wide"]["shape"] == [1, 50, 75, 3]
+    assert report["outputs"]["square"]["shape"] == [2, 64, 64, 3]
+    for out in report["outputs"].values():
+        assert 0.0 <= out["range"][0] <= out["range"][1] <= 1.0
+        assert out["max_abs_diff"] <= 1e-5
+    signatures = json.loads((target / "assets.extra" / "signatures.json").read_text())
+    for name in ("a_to_b", "b_to_a", "reconstruct_a", "reconstruct_b"):
+        assert signatures[name]["inputs"]["images"]["shape"] == [None, None, None, 3]
+        assert signatures[name]["outputs"]["images"]["shape"] == [None, None, None, 3]

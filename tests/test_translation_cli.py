@@ -13,6 +13,7 @@ from PIL import Image
 from test_cli import _assert_clean_error
 
 import train
+from unit_tf import translate
 from unit_tf.config import UNITConfig, resolve_config
 from unit_tf.errors import UserError
 
@@ -72,6 +73,8 @@ def test_served_export_translates_at_the_training_size(folder_run):
     loaded = tf.saved_model.load(str(version))
     out = loaded.signatures["a_to_b"](images=tf.zeros([2, SIZE, SIZE, 3]))["images"]
     assert out.shape == (2, SIZE, SIZE, 3) and 0.0 <= float(tf.reduce_min(out)) <= float(tf.reduce_max(out)) <= 1.0
+    wide = loaded.signatures["a_to_b"](images=tf.zeros([1, 18, 27, 3]))["images"]  # residual: any H x W
+    assert wide.shape == (1, 18, 27, 3)
 
 
 def test_evaluate_reports_errors_and_writes_grid_and_interpolation(folder_run):
@@ -95,6 +98,25 @@ def test_translate_command_on_a_folder(folder_run, folders, tmp_path):
     assert "Translated 10 images (b -> a)" in result.stdout
     with Image.open(tmp_path / "out" / "nested" / "img0.png") as image:
         assert image.size == (24, 20)  # written at the input's size
+
+
+def test_translate_command_keeps_a_photos_aspect_ratio(folder_run, tmp_path):
+    run, _, _ = folder_run
+    rows, cols = np.mgrid[0:60, 0:90]
+    photo = np.stack([cols * 2.8, rows * 4.2, 128 + 100 * np.sin(cols / 7 + rows / 5)], -1).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "wide.png")
+    base = ["--run-dir", str(run), "--direction", "a2b", "--input", str(tmp_path / "wide.png")]
+    result = run_script("-m", "unit_tf.translate", *base, "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "out" / "wide.png") as image:
+        assert image.size == (90, 60)  # the input's own size, not squashed through a square
+    # --size model: translated with the shorter side at the training scale (load_size 0: 16 * 286 / 256 = 18)
+    assert translate.main([*base, "--output", str(tmp_path / "model"), "--size", "model"]) == 0
+    with Image.open(tmp_path / "model" / "wide.png") as image:
+        assert image.size == (27, 18)
+    assert translate.main([*base, "--output", str(tmp_path / "scaled"), "--size", "model", "--scale", "40"]) == 0
+    with Image.open(tmp_path / "scaled" / "wide.png") as image:
+        assert image.size == (60, 40)
 
 
 @pytest.mark.parametrize("size, preset", [(32, "small"), (64, "small"), (128, "translation_128"),

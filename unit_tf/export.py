@@ -9,7 +9,11 @@ Signatures (all deterministic: the latent mean, no sampling noise; inference-mod
     classify_a, classify_b (domain-adaptation runs: the digit classifier through D_a / D_b)
         input  `images` as above, of that domain
         output `probabilities` float32 [batch, num_classes], `classes` int32 [batch]
-The batch dimension is free; H, W and C are the training size and the domains' channels.
+The batch dimension is free and C is the domain's channels. Residual (translation) networks are fully
+convolutional: H and W are free too (each at least 2^model.n_downsample; the signature reflect-pads them to a
+multiple of it and crops the result back), and the images are translated at the size given (resize them
+first: training resized shorter sides to data.load_size). Digit networks take H = W = the training size.
+assets.extra/signatures.json lists every signature's shapes (null: free).
 """
 
 from __future__ import annotations
@@ -44,18 +48,19 @@ def next_version(root: Path) -> int:
 
 
 def signature_specs(model: UNIT) -> dict[str, dict[str, Any]]:
-    """Name -> source domain, target domain, input and output shapes of every exported signature."""
+    """Name -> source domain, target domain, input and output shapes (None: free) of every exported signature."""
     cfg = model.unit_config.model
     size = cfg.image_size
+    free = None if model.size_multiple else size  # translations: any height and width if fully convolutional
     channels = {"a": cfg.channels_a, "b": cfg.channels_b}
     pairs = {"a_to_b": ("a", "b"), "b_to_a": ("b", "a"), "reconstruct_a": ("a", "a"), "reconstruct_b": ("b", "b")}
     specs = {
         name: {
             "source": source,
             "target": target,
-            "inputs": {"images": {"dtype": "float32", "shape": [None, size, size, channels[source]],
+            "inputs": {"images": {"dtype": "float32", "shape": [None, free, free, channels[source]],
                                   "range": [0.0, 1.0]}},
-            "outputs": {"images": {"dtype": "float32", "shape": [None, size, size, channels[target]],
+            "outputs": {"images": {"dtype": "float32", "shape": [None, free, free, channels[target]],
                                    "range": [0.0, 1.0]}},
         }
         for name, (source, target) in pairs.items()
@@ -75,11 +80,15 @@ def signature_specs(model: UNIT) -> dict[str, dict[str, Any]]:
 def _translation_fn(model: UNIT, source: str, target: str) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         x = images * 2.0 - 1.0  # [0, 1] -> the model's [-1, 1]
-        y = model.translate(x, source, target, training=False)
+        if model.size_multiple:
+            y = model.translate_any_size(x, source, target)
+        else:
+            y = model.translate(x, source, target, training=False)
         return {"images": tf.clip_by_value((tf.cast(y, tf.float32) + 1.0) / 2.0, 0.0, 1.0)}
 
-    serve.__doc__ = (f"Domain {source} -> {target}: images float32 [batch, H, W, C] in [0, 1] at the "
-                     "training size; returns images in [0, 1].")
+    size = "any size" if model.size_multiple else "the training size"
+    serve.__doc__ = (f"Domain {source} -> {target}: images float32 [batch, H, W, C] in [0, 1] at {size}; "
+                     "returns images in [0, 1] of the same H, W.")
     return serve
 
 

@@ -90,6 +90,24 @@ class UNIT(MultiWorkerFit, keras.Model):
         """Deterministic translation (or reconstruction if source == target) through the latent mean."""
         return self.decode(self.encode(x, source, training), target, training)
 
+    @property
+    def size_multiple(self) -> int | None:
+        """What input height and width must be multiples of: 2^n_downsample for the fully convolutional
+        "residual" networks (any size, see `translate_any_size`); None for the fixed-size "digits" networks."""
+        cfg = self.unit_config.model
+        return 2**cfg.n_downsample if cfg.architecture == "residual" else None
+
+    def translate_any_size(self, x: tf.Tensor, source: str, target: str) -> tf.Tensor:
+        """`translate` (inference) of [N, H, W, C] images of any H, W >= size_multiple: reflect-padded at the
+        bottom and right to multiples of `size_multiple`, translated, cropped back to H x W."""
+        multiple = self.size_multiple
+        if multiple is None:
+            raise ValueError(f"{self.unit_config.model.architecture} networks translate image_size images only")
+        shape = tf.shape(x)
+        height, width = shape[1], shape[2]
+        padded = tf.pad(x, [[0, 0], [0, -height % multiple], [0, -width % multiple], [0, 0]], mode="REFLECT")
+        return self.translate(padded, source, target, training=False)[:, :height, :width]
+
     # Paired versions: shared layers run ONCE on the concatenated a+b batch (as the official code does),
     # so their batch-norm statistics cover both domains and the matmuls are larger.
     def encode_pair(self, x_a: tf.Tensor, x_b: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:

@@ -1,15 +1,21 @@
 """Translate image files with a trained run: `python -m unit_tf.translate --run-dir R --direction a2b ...`.
 
     python -m unit_tf.translate --run-dir R --direction a2b|b2a --input DIR_OR_FILE --output DIR
-        [--size input|model] [--batch-size N] [--overwrite] [--step N]
+        [--size input|model] [--scale N] [--batch-size N] [--overwrite] [--step N]
 
-Every jpg/jpeg/png/bmp/webp/gif under --input (searched recursively; other files are ignored) is converted to
-the source domain's channels (gray or RGB; alpha is dropped, a GIF's first frame is used), resized to the
-model's S x S (bilinear, antialiased), translated, and written to DIR/<its path relative to --input>, in the
-format of its extension, at the input's own size (--size input) or S x S (--size model). Gray results are
-written as one-channel images (WebP has no gray mode: RGB there). Writes are atomic, existing files are never
-replaced without --overwrite, and --output may not overlap a scanned --input folder. TensorFlow is imported
-only once the files are checked, so bad flags and paths fail fast.
+Every jpg/jpeg/png/bmp/webp/gif under --input (searched recursively; other files are ignored) is decoded as
+training decodes (unit_tf.data.image_files: EXIF orientation applied, alpha dropped, a GIF's first frame) to the
+source domain's channels (gray or RGB) and resized (bilinear, antialiased) for the model:
+- residual (translation) networks, which are fully convolutional: at its own aspect ratio, the shorter side
+  resized to the training scale (the run's data.load_size, what training resized shorter sides to before its
+  crop) or to --scale N, reflect-padded to a multiple of 2^model.n_downsample and cropped back after;
+- digit networks: squashed to the model's S x S.
+The translation is written to DIR/<its path relative to --input>, in the format of its extension, at the
+input's own width x height (--size input) or at the size it was translated at (--size model: the scaled size,
+or S x S). Gray results are written as one-channel images (WebP has no gray mode: RGB there). Writes are
+atomic, existing files are never replaced without --overwrite, and --output may not overlap a scanned --input
+folder. --step N translates with the checkpoint of step N instead of the latest. TensorFlow is imported only
+once the files are checked, so bad flags and paths fail fast.
 """
 
 from __future__ import annotations
@@ -22,15 +28,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from unit_tf.data.image_files import IMAGE_EXTENSIONS, is_image_file, list_images
+from unit_tf.catalogue import is_image_dataset
+from unit_tf.data.image_files import (
+    IMAGE_EXTENSIONS,
+    UnreadableImage,
+    default_load_size,
+    is_image_file,
+    list_images,
+    load_image,
+    resize,
+    resize_shorter_side,
+    to_channels,
+)
 from unit_tf.errors import UserError
 from unit_tf.files import write_bytes
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from unit_tf.config import UNITConfig
     from unit_tf.model import UNIT
 
 PROG = "python -m unit_tf.translate"
@@ -62,10 +80,6 @@ class TranslationResult:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
-
-
-class UnreadableImage(Exception):
-    """An input file that PIL cannot decode (corrupt, truncated, not really an image)."""
 
 
 def plan_translation(input_path: str | Path, output_dir: str | Path, overwrite: bool = False) -> list[Job]:
@@ -104,43 +118,35 @@ def plan_translation(input_path: str | Path, output_dir: str | Path, overwrite: 
     return jobs
 
 
-def load_image(path: Path) -> Image.Image:
-    """Decode an image of any mode, upright (EXIF orientation applied); UnreadableImage if it cannot be."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
-    except Exception as err:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) on bad data
-        raise UnreadableImage(f"{path}: {err}") from err
-
-
-def to_channels(image: Image.Image, channels: int) -> np.ndarray:
-    """uint8 H x W x `channels` (1: luminance, 3: RGB); alpha is dropped, palettes are expanded."""
-    if image.mode in ("P", "PA"):
-        image = image.convert("RGBA")  # a palette's transparency is kept in alpha, then dropped below
-    array = np.asarray(image.convert("L" if channels == 1 else "RGB"), np.uint8)
-    return array[..., None] if channels == 1 else array
-
-
 def preprocess(image: Image.Image, size: int, channels: int) -> np.ndarray:
-    """float32 size x size x channels in [-1, 1], as the training pipeline prepares images (resize to uint8)."""
-    import tensorflow as tf
-
+    """float32 size x size x channels in [-1, 1], squashed to the square (the digit networks' fixed input)."""
     x = to_channels(image, channels)
     if x.shape[:2] != (size, size):
-        resized = tf.image.resize(tf.cast(x, tf.float32), (size, size), method="bilinear", antialias=True)
-        x = np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+        x = resize(x, size, size).numpy()
     return x.astype(np.float32) / 127.5 - 1.0
+
+
+def preprocess_scaled(image: Image.Image, scale: int, channels: int) -> np.ndarray:
+    """float32 h x w x channels in [-1, 1], the shorter side resized to `scale`, the aspect ratio kept (as
+    training resizes before its crop)."""
+    x = resize_shorter_side(to_channels(image, channels), scale).numpy()
+    return x.astype(np.float32) / 127.5 - 1.0
+
+
+def training_scale(config: UNITConfig) -> int:
+    """The shorter side the run's training images were resized to: data.load_size (0: its default) for image
+    data sets, model.image_size for the digit data sets."""
+    if is_image_dataset(config.data.dataset):
+        return default_load_size(config.model.image_size, config.data.load_size)
+    return config.model.image_size
 
 
 def postprocess(y: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     """A translated float image in [-1, 1] -> uint8, resized to `size` = (width, height) if given."""
     x = (np.asarray(y, np.float32) + 1.0) * 127.5
     if size is not None and (x.shape[1], x.shape[0]) != tuple(size):
-        import tensorflow as tf
-
         width, height = size
-        x = tf.image.resize(x, (height, width), method="bilinear", antialias=True).numpy()
+        return resize(x, height, width).numpy()
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
@@ -164,16 +170,21 @@ def write_image(pixels: np.ndarray, path: Path) -> Path:
 
 
 def make_translator(model: UNIT, source: str, target: str) -> Callable[[tf.Tensor], tf.Tensor]:
-    """One tf.function, traced once for any batch size: [N, S, S, C_source] -> [N, S, S, C_target] in [-1, 1]."""
+    """One tf.function, traced once for any batch size, [N, H, W, C_source] -> [N, H, W, C_target] in [-1, 1]:
+    any H, W (at least 2^n_downsample) for residual networks, S x S for the digit networks."""
     import tensorflow as tf
 
     cfg = model.unit_config.model
     channels = {"a": cfg.channels_a, "b": cfg.channels_b}
-    spec = tf.TensorSpec([None, cfg.image_size, cfg.image_size, channels[source]], tf.float32)
+    size = None if model.size_multiple else cfg.image_size
+    spec = tf.TensorSpec([None, size, size, channels[source]], tf.float32)
 
     @tf.function(input_signature=[spec])
     def translate(x: tf.Tensor) -> tf.Tensor:
-        y = model.translate(x, source, target, training=False)
+        if model.size_multiple:
+            y = model.translate_any_size(x, source, target)
+        else:
+            y = model.translate(x, source, target, training=False)
         return tf.clip_by_value(tf.cast(y, tf.float32), -1.0, 1.0)
 
     return translate
@@ -206,38 +217,51 @@ def _chunks(jobs: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
 
 
 def translate_files(model: UNIT, jobs: Sequence[Job], direction: str = "a2b", size: str = "input",
-                    batch_size: int = 16, progress: bool = False) -> TranslationResult:
+                    batch_size: int = 16, progress: bool = False, scale: int | None = None) -> TranslationResult:
     """Translate each job's image and write it; unreadable inputs are skipped (listed in the result), and a
-    UserError is raised if none could be read."""
+    UserError is raised if none could be read. `scale` (residual networks only): the shorter side images are
+    translated at (default: the training scale). Images of equal translated shape share model calls."""
     if direction not in DIRECTIONS:
         raise UserError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if size not in SIZES:
         raise UserError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     if batch_size <= 0:
         raise UserError(f"batch size must be positive, got {batch_size}")
-    source, target = DIRECTIONS[direction]
     cfg = model.unit_config.model
+    multiple = model.size_multiple
+    if multiple is None and scale is not None:
+        raise UserError(f"--scale applies to residual networks; this run's {cfg.architecture} networks translate "
+                        f"at their fixed {cfg.image_size} x {cfg.image_size}: omit --scale")
+    if multiple is not None:
+        scale = scale or training_scale(model.unit_config)
+        if scale < multiple:
+            raise UserError(f"--scale must be at least {multiple} (2^model.n_downsample), got {scale}")
+    source, target = DIRECTIONS[direction]
     source_channels = cfg.channels_a if source == "a" else cfg.channels_b
     translate = make_translator(model, source, target)
     result = TranslationResult()
     bar = Progress(len(jobs), progress and len(jobs) > batch_size)
     done = 0
     for chunk in _chunks(jobs, batch_size):
-        batch, kept, sizes = [], [], []
+        inputs, kept, sizes = [], [], []
         for job in chunk:
             try:
                 image = load_image(job.source)
-                batch.append(preprocess(image, cfg.image_size, source_channels))
-            except (UnreadableImage, ValueError):  # ValueError: a mode PIL cannot convert
+                inputs.append(preprocess(image, cfg.image_size, source_channels) if multiple is None
+                              else preprocess_scaled(image, scale, source_channels))  # type: ignore[arg-type]
+            except UnreadableImage:
                 result.skipped.append(job.source)
                 continue
             kept.append(job)
             sizes.append(image.size)
-        if batch:
-            translated = translate(np.stack(batch)).numpy()
-            for job, image_size, y in zip(kept, sizes, translated, strict=True):
-                pixels = postprocess(y, image_size if size == "input" else None)
-                result.written.append(write_image(pixels, job.target))
+        outputs: list[np.ndarray] = [np.empty(0)] * len(inputs)
+        for shape in dict.fromkeys(x.shape for x in inputs):  # one model call per shape, in first-seen order
+            group = [i for i, x in enumerate(inputs) if x.shape == shape]
+            for i, y in zip(group, translate(np.stack([inputs[i] for i in group])).numpy(), strict=True):
+                outputs[i] = y
+        for job, image_size, y in zip(kept, sizes, outputs, strict=True):
+            pixels = postprocess(y, image_size if size == "input" else None)
+            result.written.append(write_image(pixels, job.target))
         done += len(chunk)
         bar.update(done)
     if not result.written:
@@ -248,10 +272,10 @@ def translate_files(model: UNIT, jobs: Sequence[Job], direction: str = "a2b", si
 
 def translate_paths(model: UNIT, input_path: str | Path, output_dir: str | Path, direction: str = "a2b",
                     size: str = "input", batch_size: int = 16, overwrite: bool = False,
-                    progress: bool = False) -> TranslationResult:
+                    progress: bool = False, scale: int | None = None) -> TranslationResult:
     """Translate the image file or folder `input_path` into `output_dir` (same relative paths and names)."""
     jobs = plan_translation(input_path, output_dir, overwrite)
-    return translate_files(model, jobs, direction, size, batch_size, progress)
+    return translate_files(model, jobs, direction, size, batch_size, progress, scale)
 
 
 def skip_names(paths: Sequence[Path]) -> str:
@@ -270,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", required=True, help="an image file, or a folder searched recursively")
     p.add_argument("--output", required=True, help="folder for the translations (same relative paths and names)")
     p.add_argument("--size", default="input", choices=SIZES,
-                   help="write at each input's own size (default) or at the model's S x S")
+                   help="write at each input's own size (default) or at the size it was translated at")
+    p.add_argument("--scale", type=positive_int, metavar="N",
+                   help="residual networks: translate with shorter sides resized to N (default: the training scale)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per model call (default 16)")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.add_argument("--step", type=non_negative_int,
@@ -280,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     from unit_tf.runs import load_trained
 
     model, _, _ = load_trained(args.run_dir, args.step)
-    result = translate_files(model, jobs, args.direction, args.size, args.batch_size, progress=True)
+    result = translate_files(model, jobs, args.direction, args.size, args.batch_size, progress=True,
+                             scale=args.scale)
     if result.skipped:
         print(f"warning: skipped {len(result.skipped)} unreadable image(s): {skip_names(result.skipped)}",
               file=sys.stderr)

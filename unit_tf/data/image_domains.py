@@ -3,8 +3,9 @@
 Data sets: see unit_tf.catalogue. "folders" has no test split: a domain's test images are its own first files
 in sorted order; "folder:ROOT" without testA / testB tests on the train folders.
 
-Preprocessing (the CycleGAN/UNIT convention): every image becomes RGB, its shorter side is resized (bilinear,
-antialiased) to `load_size` and it is centre-cropped square; training takes a random image_size crop and a
+Preprocessing (the CycleGAN/UNIT convention): every image is decoded upright and made RGB, its shorter side
+is resized (bilinear, antialiased) to `load_size` and it is centre-cropped square (unit_tf.data.image_files:
+the translate command decodes and resizes the same way); training takes a random image_size crop and a
 random horizontal flip, test images are resized to image_size and centre-cropped.
 
 Determinism: folder streams and every source small enough for `cache_mb` are a pure function of (seed, step):
@@ -26,7 +27,7 @@ import tensorflow as tf
 
 from unit_tf.catalogue import IMAGE_TFDS_HOSTS, check_image_dataset
 from unit_tf.data import digits
-from unit_tf.data.image_files import IMAGE_EXTENSIONS, list_images
+from unit_tf.data.image_files import IMAGE_EXTENSIONS, decode_image, default_load_size, list_images, resize_shorter_side
 from unit_tf.data.pipeline import DOMAIN_B_SEED_OFFSET, shuffled_positions, to_model_range
 from unit_tf.errors import UserError
 
@@ -72,42 +73,24 @@ def _check_attribute(builder: Any, attribute: str) -> None:
 # --- decoding and resizing (graph ops: run inside tf.data) ---
 
 
-def _bmp_palette_colors(data: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-    """An 8-bit BMP's pixels through its colour table (TF's BMP decoder returns the raw indices as gray)."""
-    def u32(offset: tf.Tensor | int) -> tf.Tensor:  # header fields here are far below 2**31: int32 is exact
-        return tf.io.decode_raw(tf.strings.substr(data, offset, 4), tf.int32, little_endian=True)[0]
-
-    colors = u32(46)
-    colors = tf.where(colors == 0, 256, colors)
-    table = tf.io.decode_raw(tf.strings.substr(data, 14 + u32(14), 4 * colors), tf.uint8)
-    table = tf.reverse(tf.reshape(table, [-1, 4])[:, :3], axis=[1])  # BGRx -> RGB
-    return tf.gather(table, tf.minimum(tf.cast(indices[..., 0], tf.int32), tf.shape(table)[0] - 1))
-
-
 def decode_rgb(data: tf.Tensor) -> tf.Tensor:
-    """Encoded jpg/png/bmp/gif/webp bytes -> uint8 [H, W, 3] (gray, alpha and palettes become RGB)."""
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    image = tf.ensure_shape(image, [None, None, 3])
+    """Encoded image bytes -> uint8 [H, W, 3], decoded by `image_files.decode_image` (as the translate command
+    decodes: EXIF orientation applied, gray, alpha and palettes made RGB); bytes it cannot decode fail the op,
+    which the scans' ignore_errors() skips."""
+    def decode(encoded: bytes | np.ndarray) -> np.ndarray:  # bytes in tf.data, a 0-d object array eagerly
+        return decode_image(encoded if isinstance(encoded, bytes) else encoded.item(), 3)
 
-    def paletted() -> tf.Tensor:
-        bits = tf.io.decode_raw(tf.strings.substr(data, 28, 2), tf.uint16, little_endian=True)[0]
-        dib = tf.io.decode_raw(tf.strings.substr(data, 14, 4), tf.int32, little_endian=True)[0]
-        return tf.cond((bits == 8) & (dib >= 40), lambda: _bmp_palette_colors(data, image), lambda: image)
-
-    return tf.cond(tf.strings.substr(data, 0, 2) == b"BM", paletted, lambda: image)
+    image = tf.numpy_function(decode, [data], tf.uint8, stateful=False)
+    return tf.ensure_shape(image, [None, None, 3])
 
 
 def square(image: tf.Tensor, size: int) -> tf.Tensor:
-    """uint8 [H, W, 3] -> uint8 [size, size, 3]: shorter side resized to `size` (bilinear, antialiased), centre crop."""
-    shape = tf.shape(image)
-    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    scale = size / tf.minimum(h, w)
-    new_h = tf.maximum(size, tf.cast(tf.round(h * scale), tf.int32))
-    new_w = tf.maximum(size, tf.cast(tf.round(w * scale), tf.int32))
-    resized = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    crop = resized[top:top + size, left:left + size]
-    return tf.ensure_shape(tf.saturate_cast(tf.round(crop), tf.uint8), [size, size, 3])
+    """uint8 [H, W, 3] -> uint8 [size, size, 3]: shorter side resized to `size` (`image_files.resize_shorter_side`:
+    bilinear, antialiased), centre crop."""
+    resized = resize_shorter_side(image, size)
+    shape = tf.shape(resized)
+    top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
+    return tf.ensure_shape(resized[top:top + size, left:left + size], [size, size, 3])
 
 
 def _augment(image: tf.Tensor, size: int, flip: bool, key: tf.Tensor) -> tf.Tensor:
@@ -408,7 +391,7 @@ def load_image_pair(dataset: str, image_size: int, domain_a: str | None = None, 
     all of a domain's resized images fit what is left of `cache_mb` (both domains share it), else streamed."""
     check_image_dataset(dataset, domain_a, domain_b, attribute)
     check_tfds_names(dataset, attribute)
-    load = load_size or round(image_size * 286 / 256)
+    load = default_load_size(image_size, load_size)
     if image_size < 1 or load < image_size:
         raise UserError(f"load_size ({load}) must be at least image_size ({image_size}); raise data.load_size or "
                         "use 0 for the default (image_size * 286 / 256)")
