@@ -114,3 +114,31 @@ class StepLogs(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.steps.append({k: float(np.asarray(v)) for k, v in sorted((logs or {}).items())})
+
+
+def photo_like(n: int, size: int, seed: int, warm: bool, width: int | None = None) -> np.ndarray:
+    """Photo-like uint8 RGB images (size x width): a smooth blob, reddish for `warm` and bluish otherwise, on a
+    gray background with pixel noise — two domains a small judge tells apart."""
+    rng = np.random.default_rng(seed)
+    width = width or size
+    rows, cols = np.mgrid[0:size, 0:width] / max(size, width)
+    tint = np.array([0.8, 0.4, 0.3]) if warm else np.array([0.3, 0.4, 0.8])
+    images = np.empty((n, size, width, 3))
+    for i in range(n):
+        cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.15, 0.4)
+        blob = np.exp(-((rows - cy) ** 2 + (cols - cx) ** 2) / r**2)
+        images[i] = 0.3 + 0.6 * blob[..., None] * tint + rng.normal(0, 0.05, (size, width, 3))
+    return np.clip(images * 255, 0, 255).astype(np.uint8)
+
+
+def write_cycle_gan_folder(root: Path, n_train: int = 24, n_test: int = 8, size: int = 20) -> Path:
+    """ROOT/trainA, trainB, testA, testB of non-square photo-like JPEGs (A warm, B cool)."""
+    from PIL import Image
+
+    for seed, (split, n) in enumerate((("train", n_train), ("test", n_test))):
+        for side, warm in (("A", True), ("B", False)):
+            folder = root / f"{split}{side}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(photo_like(n, size, 2 * seed + warm, warm, width=size + 6)):
+                Image.fromarray(image).save(folder / f"{i:03d}.jpg", quality=95)
+    return root

@@ -7,13 +7,14 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import photo_like
 
 from unit_tf import judge as judges
 from unit_tf import kid as kid_metric
 from unit_tf.translation_metrics import TranslationMetrics
 
 SIZE = 16
-RECIPE = judges.JudgeRecipe(width=4, epochs=4, batch_size=8)
+RECIPE = judges.JudgeRecipe(width=4, epochs=12, batch_size=8)
 
 
 def direct_mmd2(x: np.ndarray, y: np.ndarray) -> float:
@@ -54,22 +55,10 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_the_shift():
     assert abs(same) < near < far
 
 
-def photos(n: int, seed: int, warm: bool) -> np.ndarray:
-    """Photo-like uint8 images: smooth random blobs, reddish for `warm`, bluish otherwise, with pixel noise."""
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:SIZE, 0:SIZE] / SIZE
-    images = np.empty((n, SIZE, SIZE, 3))
-    for i in range(n):
-        cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.15, 0.4)
-        blob = np.exp(-((rows - cy) ** 2 + (cols - cx) ** 2) / r**2)
-        tint = np.array([0.8, 0.4, 0.3]) if warm else np.array([0.3, 0.4, 0.8])
-        images[i] = 0.3 + 0.6 * blob[..., None] * tint + rng.normal(0, 0.05, (SIZE, SIZE, 3))
-    return np.clip(images * 255, 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def domains():
-    return photos(48, 0, True), photos(48, 1, False), photos(16, 2, True), photos(16, 3, False)
+    return (photo_like(48, SIZE, 0, True), photo_like(48, SIZE, 1, False), photo_like(16, SIZE, 2, True),
+            photo_like(16, SIZE, 3, False))
 
 
 def test_judge_learns_is_deterministic_and_cached(domains, tmp_path):
