@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> Any:
     parser = ArgumentParser(prog="benchmarks/photo_translation.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, metavar="DIR", help="folder with trainA, trainB (testA, testB)")
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock training budget")
-    parser.add_argument("--preset", default="small", help="config preset (default small)")
+    parser.add_argument("--preset", default="photo_64", help="config preset (default photo_64)")
     parser.add_argument("--image-size", type=positive_int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=positive_int, default=250, help="steps between checkpoints measured")
