@@ -88,6 +88,9 @@ def test_evaluate_reports_errors_and_writes_grid_and_interpolation(folder_run):
     strip = tf.io.decode_png(tf.io.read_file(report["interpolation"]))
     assert strip.shape == (2 * (SIZE + 2) + 2, 8 * (SIZE + 2) + 2, 3)  # G_a and G_b rows, 8 latent codes
     assert (run / "eval" / "translations_test_step_4.png").is_file()
+    # The photo metrics: offline (tests), KID on the judge's features under their own names.
+    assert report["kid_features"] == "judge" and "kid_judge_a2b" in report and "kid_a2b" not in report
+    assert 0.0 <= report["translation_success_a2b"] <= 1.0 and 0.0 <= report["judge_accuracy"] <= 1.0
 
 
 def test_translate_command_on_a_folder(folder_run, folders, tmp_path):

@@ -115,3 +115,19 @@ def test_missing_feature_weights_file_falls_back_with_one_line(tmp_path, capsys)
     assert kid_metric.inception_features(tmp_path / "nope.h5") is None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.h5" in err[0] and "kid_judge" in err[0]
+
+
+def test_inception_features_from_a_local_weights_file(tmp_path, domains):
+    import keras
+    import tensorflow as tf
+
+    # Random weights in the layout of Keras' ImageNet file: what --feature-weights reads (no download).
+    net = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=None, input_shape=(299, 299, 3))
+    path = tmp_path / "inception.weights.h5"
+    net.save_weights(path)
+    features = kid_metric.inception_features(path)
+    assert features is not None
+    out = features(domains[2][:3])
+    assert out.shape == (3, 2048) and np.all(np.isfinite(out))
+    expected = net(tf.image.resize(domains[2][:3].astype(np.float32) / 127.5 - 1.0, (299, 299)), training=False)
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-4, atol=1e-5)  # [-1, 1] at 299 px, same weights

@@ -306,7 +306,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "train.checkpoint_every": 500},
 }
 # Real photos at 64 px on a CPU (benchmarks/photo_translation.py): `small` with half the generator width (twice
-# the steps in the same minutes) and a 4-layer discriminator (its patches see a quarter of the image). Chosen by
+# the steps in the same minutes) and a 4-layer discriminator (each logit sees 31 x 31 px, not 15 x 15). Chosen by
 # tuning runs on cat2dog's training images (docs/translation.md, "Cat <-> dog").
 PRESETS["photo_64"] = {**PRESETS["small"], "model.image_size": 64, "model.gen_ch": 16, "model.dis_layers": 4}
 
