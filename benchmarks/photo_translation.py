@@ -64,12 +64,13 @@ def parse_args(argv: list[str] | None) -> Any:
 
 
 def grid_rows(model: Any, test_a: Any, test_b: Any) -> list[Any]:
-    """A, A->B, A->B->A, B, B->A, B->A->B of the first test images (uint8 rows)."""
+    """A, A->B, A->B->A, B, B->A, B->A->B of the first test images, 8-bit translations, in [-1, 1]."""
     from unit_tf.translation_metrics import translate_uint8
 
     a, b = test_a[:GRID_IMAGES], test_b[:GRID_IMAGES]
     ab, ba = translate_uint8(model, a, "a", "b"), translate_uint8(model, b, "b", "a")
-    return [a, ab, translate_uint8(model, ab, "b", "a"), b, ba, translate_uint8(model, ba, "a", "b")]
+    rows = [a, ab, translate_uint8(model, ab, "b", "a"), b, ba, translate_uint8(model, ba, "a", "b")]
+    return [row.astype(np.float32) / 127.5 - 1.0 for row in rows]  # make_grid takes the model's [-1, 1]
 
 
 def curve_png(curve: list[dict[str, Any]], path: Path, title: str) -> Path:
@@ -83,7 +84,8 @@ def curve_png(curve: list[dict[str, Any]], path: Path, title: str) -> Path:
         left.plot(steps, [p[key] for p in curve], marker=".", label=key,
                   linestyle="--" if key.startswith("identity") else "-")
     left.set(xlabel="step", ylabel="fraction / L1", title=title, ylim=(0, 1))
-    for key in [k for k in curve[-1] if k.startswith("kid") and not k.endswith("_std")]:
+    for key in [k for k, v in curve[-1].items() if k.startswith("kid") and not k.endswith("_std")
+                and isinstance(v, float)]:
         right.plot(steps, [p[key] for p in curve], marker=".", label=key,
                    linestyle="--" if "identity" in key else "-")
     right.set(xlabel="step", ylabel="KID (lower: closer to the real target images)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from helpers import run_script, write_cycle_gan_folder
 
 
@@ -27,8 +28,14 @@ def test_photo_benchmark_prints_one_json_line_with_a_curve(tmp_path):
     assert final["judge_accuracy"] > 0.8  # warm vs cool blobs: an easy judge
     assert out["num_test_a"] == out["num_test_b"] == 8
     for key in ("grid", "curve_png"):
-        assert (tmp_path / "run" / "eval").as_posix() in out[key]
-        assert out[key].endswith(".png")
+        assert (tmp_path / "run" / "eval").as_posix() in out[key] and out[key].endswith(".png")
+    from PIL import Image
+
+    grid = np.asarray(Image.open(out["grid"]).convert("RGB")).astype(int)
+    rows = 16 + 2  # image size + padding
+    for row in range(6):  # A, A->B, A->B->A, B, B->A, B->A->B: images, not saturated white
+        tile = grid[2 + row * rows:row * rows + rows, 2:18]
+        assert tile.min() < 200 and tile.std() > 3, f"grid row {row} is blank"
 
 
 def test_photo_benchmark_refuses_a_folder_without_the_layout(tmp_path):
