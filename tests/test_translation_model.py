@@ -77,6 +77,12 @@ ABLATIONS = {
     "cyclegan": ({"model.share_weights": False, "loss.recon_stream": False}, (0, 0, 0)),
     "no_cycle": ({"loss.cycle": False}, (1, 1, 0)),
     "multiscale_lsgan": ({"model.dis_scales": 2, "loss.gan_type": "lsgan"}, (1, 1, 0)),
+    # The fidelity switches (docs/translation.md, "Fidelity").
+    "resize_conv": ({"model.upsample": "resize_conv"}, (1, 1, 0)),
+    "layer_norm_decoder": ({"model.decoder_norm": "layer"}, (1, 1, 0)),
+    "no_decoder_norm": ({"model.decoder_norm": "none"}, (1, 1, 0)),
+    "edge": ({"loss.edge": 10.0}, (1, 1, 0)),
+    "official_generator": ({"model.upsample": "transposed", "model.decoder_norm": "instance"}, (1, 1, 0)),
 }
 
 
@@ -101,6 +107,8 @@ def test_ablation_switch_builds_shares_and_trains(name):
         assert "recon_l1" not in logs and "cycle_l1" in logs
     if name == "no_cycle":
         assert "cycle_l1" not in logs and "recon_l1" in logs
+    if name == "edge":
+        assert logs["edge"] > 0
     if name == "deeper_d":
         assert model.discriminate(_batch()["x_a"], "a").shape == (2, (SIZE // 8) ** 2)
 
@@ -163,3 +171,104 @@ def test_translation_presets():
         1, 1e-4, 0.5, 0.999, 1e-4)
     assert [translation_preset(s) for s in (32, 64, 96, 128, 256, None)] == [
         "small", "small", "translation_128", "translation_128", "translation_256", "translation_256"]
+
+
+FIDELITY = {"resize_conv": {"model.upsample": "resize_conv"}, "layer_norm": {"model.decoder_norm": "layer"},
+            "no_norm": {"model.decoder_norm": "none"}, "edge": {"loss.edge": 10.0}}
+
+
+@pytest.mark.parametrize("name", list(FIDELITY))
+def test_fidelity_switch_serializes_and_exports(name, tmp_path):
+    from unit_tf.export import export_model
+
+    model = build_model(tiny_translation_config(**FIDELITY[name]))
+    model.train_step(_batch())
+    clone = UNIT.from_config(model.get_config())
+    assert clone.unit_config == model.unit_config
+    clone.build()
+    for source, target in zip(model.weights, clone.weights, strict=True):
+        target.assign(source)
+    x = _batch(seed=3)["x_a"]
+    np.testing.assert_allclose(clone.translate(x, "a", "b").numpy(), model.translate(x, "a", "b").numpy(), atol=1e-6)
+    served = tf.saved_model.load(str(export_model(model, tmp_path / "unit"))).signatures["a_to_b"]
+    wide = np.random.default_rng(1).uniform(0, 1, (1, 16, 24, 3)).astype(np.float32)
+    y = served(images=tf.constant(wide))["images"].numpy()
+    expected = (model.translate_any_size(wide * 2 - 1, "a", "b").numpy() + 1) / 2
+    assert y.shape == (1, 16, 24, 3)
+    np.testing.assert_allclose(y, expected.clip(0, 1), atol=1e-5)
+
+
+def _layers_of(net, kind) -> list:
+    return [layer for layer in net._flatten_layers() if isinstance(layer, kind)]
+
+
+def test_generator_switches_build_the_chosen_layers():
+    official = build_model(tiny_translation_config(**{"model.upsample": "transposed",
+                                                       "model.decoder_norm": "instance"}))
+    official(_batch())
+    assert len(_layers_of(official.generator, keras.layers.Conv2DTranspose)) == 2 * 2 - 0  # 2 per domain, private
+    assert not _layers_of(official.generator, keras.layers.UpSampling2D)
+    ours = build_model(tiny_translation_config(**{"model.upsample": "resize_conv", "model.decoder_norm": "layer"}))
+    ours(_batch())
+    assert not _layers_of(ours.generator, keras.layers.Conv2DTranspose)
+    assert len(_layers_of(ours.generator, keras.layers.UpSampling2D)) == 2 * 2
+    gen_norms = _layers_of(ours.generator, keras.layers.GroupNormalization)
+    assert gen_norms and all(n.groups == 1 and n.scale for n in gen_norms)  # layer norm, per-channel affine
+    enc_norms = _layers_of(ours.encoder, keras.layers.GroupNormalization)  # the encoder keeps instance norm
+    assert enc_norms and all(n.groups == n.beta.shape[0] and not n.scale for n in enc_norms)
+    bare = build_model(tiny_translation_config(**{"model.decoder_norm": "none"}))
+    bare(_batch())
+    assert not _layers_of(bare.generator, keras.layers.GroupNormalization)
+
+
+def test_layer_norm_keeps_a_flat_colour_that_instance_norm_erases():
+    from unit_tf.layers import ConvBlock
+
+    # A flat tinted image: per channel a different constant. Instance norm removes every channel's own mean, so
+    # all that is left of the colour is the offset (zero at init); layer norm keeps the channels' differences.
+    tint = tf.constant(np.broadcast_to([0.9, 0.2, -0.5], (1, 8, 8, 3)), tf.float32)
+    identity = keras.initializers.Identity()
+    kernel = lambda shape, dtype=None: tf.reshape(identity((3, 3), dtype), shape)  # noqa: E731  1x1 identity conv
+    outs = {norm: ConvBlock(3, 1, norm=norm, kernel_initializer=kernel, fast_paths="off")(tint).numpy()[0, 4, 4]
+            for norm in ("instance", "layer")}
+    np.testing.assert_allclose(outs["instance"], 0.0, atol=1e-3)
+    assert outs["layer"][0] > outs["layer"][1] > outs["layer"][2] and outs["layer"][0] - outs["layer"][2] > 1.0
+
+
+def test_resize_conv_maps_a_flat_input_to_a_flat_output_where_transposed_makes_a_checkerboard():
+    from unit_tf.layers import ConvBlock
+
+    flat = tf.ones((1, 8, 8, 4))
+    init = keras.initializers.RandomNormal(0.0, 0.5, seed=0)
+    resize = ConvBlock(4, 3, padding=1, upsample=2, kernel_initializer=init, fast_paths="off")(flat).numpy()
+    transposed = ConvBlock(4, 4, strides=2, padding=1, transpose=True, kernel_initializer=init,
+                           fast_paths="off")(flat).numpy()
+    assert resize.shape == transposed.shape == (1, 16, 16, 4)
+    inner = (slice(None), slice(2, -2), slice(2, -2))  # away from the zero-padded border
+    assert np.ptp(resize[inner], axis=(1, 2)).max() < 1e-5
+    # The transposed conv's stride-2 overlap gives every 2x2 cell the same four different values.
+    cells = transposed[inner]
+    assert np.ptp(cells, axis=(1, 2)).min() > 0.1
+    np.testing.assert_allclose(cells[:, :-2], cells[:, 2:], atol=1e-5)
+
+
+def test_edge_loss_prices_edges_not_flat_offsets():
+    from unit_tf.losses import edge_loss
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (2, 8, 9, 3)).astype(np.float32)
+    y = rng.uniform(-1, 1, (2, 8, 9, 3)).astype(np.float32)
+    expected = (np.abs(np.diff(x, axis=1) - np.diff(y, axis=1)).mean()
+                + np.abs(np.diff(x, axis=2) - np.diff(y, axis=2)).mean())
+    assert float(edge_loss(x, y)) == pytest.approx(expected, rel=1e-5)
+    assert float(edge_loss(x, x + 0.3)) == pytest.approx(0.0, abs=1e-6)  # a flat offset has the same edges
+    step = np.zeros((1, 8, 8, 1), np.float32)
+    step[:, :, 4:] = 1.0
+    blurred = step.copy()
+    blurred[:, :, 3:5] = 0.5  # the same step spread over two pixels
+    assert float(edge_loss(step, blurred)) > 0.1
+
+
+def test_edge_term_needs_an_image_stream():
+    with pytest.raises(UserError, match="loss.edge sharpens"):
+        build_model(tiny_translation_config(**{"loss.edge": 1.0, "loss.recon_stream": False, "loss.cycle": False}))

@@ -51,6 +51,12 @@ class ModelConfig:
     res_blocks: int = 4
     dis_layers: int = 4  # discriminator depth: stride-2 3x3 conv + LeakyReLU layers before the 1x1 logit conv
     dis_scales: int = 1  # multi-scale discriminators: one per scale, each on a 2x average-pooled input
+    # Generator fidelity switches (residual networks; defaults = the official networks): how the decoder doubles
+    # the resolution, "transposed" (official 4x4/2 transposed convs) | "resize_conv" (nearest 2x resize + 3x3 conv,
+    # Odena et al. 2016: no checkerboard), and the generators' normalization, "instance" (official) | "layer"
+    # (MUNIT's decoder LayerNorm: keeps each image's colour statistics) | "none".
+    upsample: str = "transposed"
+    decoder_norm: str = "instance"
     # Fast paths (unit_tf.fast: small convs as matmuls, TF's fused batch-norm and Adam kernels): exact rewrites
     # with the same variables, so this changes how fast a run is, not what it is. auto: on when TensorFlow sees
     # no GPU (they work around CPU kernels; none was measured faster on a GPU) | off: plain Keras layers and Adam.
@@ -95,6 +101,10 @@ class LossConfig:
     # domain comes back unchanged through the translation, weight x (L1(G_b(E_a(x_b)), x_b) + L1(G_a(E_b(x_a)),
     # x_a)). 0: no term. Needs equal channel counts.
     identity: float = 0.0
+    # Edge term: L1 between the image gradients (horizontal and vertical pixel differences) of each reconstruction
+    # (and cycle reconstruction) and its input, weight x. Plain L1 lets a blurred stroke cost little; this term
+    # prices the blur itself. 0: no term.
+    edge: float = 0.0
 
 
 @dataclass
@@ -192,6 +202,10 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 ON_NAN = ("stop", "skip-step")
 #: model.fast_paths: "auto" (the rewrites of unit_tf.fast where measured faster: CPUs, not GPUs) or "off".
 FAST_PATHS = ("auto", "off")
+
+#: model.upsample and model.decoder_norm (residual generators; the first of each is the official network).
+UPSAMPLING = ("transposed", "resize_conv")
+DECODER_NORMS = ("instance", "layer", "none")
 
 #: Network families (model.architecture): the paper's 32x32 digit networks and its residual translation networks.
 ARCHITECTURES = ("digits", "residual")
@@ -522,6 +536,8 @@ def validate(config: UNITConfig) -> None:
                "loss.gan_type": (config.loss.gan_type, ("bce", "lsgan")),
                "model.architecture": (config.model.architecture, ARCHITECTURES),
                "model.fast_paths": (config.model.fast_paths, FAST_PATHS),
+               "model.upsample": (config.model.upsample, UPSAMPLING),
+               "model.decoder_norm": (config.model.decoder_norm, DECODER_NORMS),
                "optimizer.schedule": (config.optimizer.schedule, SCHEDULES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -550,6 +566,10 @@ def validate(config: UNITConfig) -> None:
     if not 0.0 <= config.optimizer.decay_start < 1.0:
         raise UserError(f"optimizer.decay_start must be in [0, 1) (a fraction of train.steps), got "
                         f"{config.optimizer.decay_start}")
+    cycle_stream = config.loss.cycle and (config.loss.cycle_kl > 0 or config.loss.cycle_recon > 0)
+    if config.loss.edge > 0 and not (config.loss.recon_stream or cycle_stream):
+        raise UserError("loss.edge sharpens the reconstruction and cycle streams, and this run has neither: set "
+                        "loss.recon_stream=true or loss.cycle=true, or loss.edge=0")
     if config.loss.identity > 0 and config.model.channels_a != config.model.channels_b:
         raise UserError(f"loss.identity needs domains with the same channels, but A has {config.model.channels_a} "
                         f"and B {config.model.channels_b}: set loss.identity=0")

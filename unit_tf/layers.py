@@ -12,6 +12,8 @@ from unit_tf.fast import conv_matmul
 from unit_tf.fast.batch_norm import FusedBatchNormalization
 
 PACKAGE = "unit_tf"
+#: ConvBlock / ResidualBlock normalizations.
+NORMS = ("none", "batch", "instance", "layer")
 
 
 def _same_padding_matches(kernel_size: int, strides: int, padding: int, transpose: bool) -> bool:
@@ -44,7 +46,8 @@ def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(PACKAGE)
 class ConvBlock(keras.layers.Layer):
-    """Conv (or transposed conv) -> optional norm -> activation -> optional max-pool -> optional dropout.
+    """Optional nearest-neighbour upsampling -> conv (or transposed conv) -> optional norm -> activation ->
+    optional max-pool -> optional dropout.
 
     `padding` is PyTorch's symmetric zero padding (a transposed conv crops it instead), so
     the official networks' shapes and alignments are reproduced exactly.
@@ -52,6 +55,11 @@ class ConvBlock(keras.layers.Layer):
     `fast_paths` (`model.fast_paths`: "auto" | "off") decides, through `unit_tf.fast.enabled`, whether the conv
     may run as a matmul (`unit_tf.fast.conv_matmul`) and whether the batch norm is `FusedBatchNormalization`
     or Keras' own; both compute the same with the same variables, so it does not change what is saved.
+
+    norm: "batch" | "instance" (per image and channel, no scale: official nn.InstanceNorm2d) | "layer" (per
+    image over H, W and C with a per-channel scale and offset: MUNIT's decoder LayerNorm, which keeps each image's
+    colour statistics across channels) | "none". `upsample` > 1 resizes (nearest) before the conv: the
+    resize-convolution of Odena et al. 2016, which cannot make the checkerboard of a strided transposed conv.
     """
 
     def __init__(
@@ -71,15 +79,18 @@ class ConvBlock(keras.layers.Layer):
         bias_initializer: Any = "zeros",
         dropout: float = 0.0,
         fast_paths: str = "auto",
+        upsample: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if norm not in ("none", "batch", "instance"):
+        if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}")
         if activation not in ("none", "relu", "leaky_relu", "tanh"):
             raise ValueError(f"unknown activation {activation!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if upsample < 1 or (upsample > 1 and transpose):
+            raise ValueError(f"upsample must be >= 1 and not combined with a transposed conv, got {upsample}")
         self.filters = filters
         self.kernel_size = kernel_size
         self.strides = strides
@@ -95,7 +106,10 @@ class ConvBlock(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.dropout = dropout
         self.fast_paths = fast_paths
+        self.upsample = upsample
         self.use_fast_paths = fast.enabled(fast_paths)
+        self.resize = (keras.layers.UpSampling2D(upsample, interpolation="nearest", name="resize")
+                       if upsample > 1 else None)
 
         use_same = padding > 0 and _same_padding_matches(kernel_size, strides, padding, transpose)
         conv_cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
@@ -132,6 +146,11 @@ class ConvBlock(keras.layers.Layer):
             if norm == "instance"
             else None
         )
+        self.layer_norm = (
+            keras.layers.GroupNormalization(groups=1, epsilon=bn_epsilon, name="layer_norm")
+            if norm == "layer"
+            else None
+        )
         self.pooling = keras.layers.MaxPooling2D(pool, name="pool") if pool > 1 else None
         # Dropout with a SeedGenerator named after this block: its state variable has the same path in every
         # model built in the process (keras.layers.Dropout's generator is numbered globally), so checkpoints,
@@ -140,6 +159,8 @@ class ConvBlock(keras.layers.Layer):
 
     def build(self, input_shape: tuple) -> None:
         shape = tuple(input_shape)
+        if self.resize is not None:
+            shape = self.resize.compute_output_shape(shape)
         if self.pad is not None:
             self.pad.build(shape)
             shape = self.pad.compute_output_shape(shape)
@@ -148,13 +169,15 @@ class ConvBlock(keras.layers.Layer):
         if self.crop is not None:
             self.crop.build(shape)
             shape = self.crop.compute_output_shape(shape)
-        for norm in (self.bn, self.instance_norm):
+        for norm in (self.bn, self.instance_norm, self.layer_norm):
             if norm is not None:
                 norm.build(shape)
         if self.pooling is not None:
             self.pooling.build(shape)
 
     def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if self.resize is not None:
+            x = self.resize(x)
         if self.pad is not None:
             x = self.pad(x)
         # Tiny maps (fast paths on): the same conv as one matmul.
@@ -166,6 +189,8 @@ class ConvBlock(keras.layers.Layer):
             x = self.bn(x, training=training)
         if self.instance_norm is not None:
             x = self.instance_norm(x)
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
         # Every activation here is non-decreasing, so it commutes with max-pooling: pooling first gives the
         # official conv -> activation -> pool exactly (values and gradients) on a quarter of the elements.
         if self.pooling is not None:
@@ -182,7 +207,7 @@ class ConvBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         shape = tuple(input_shape)
-        for layer in (self.pad, self.conv, self.crop, self.pooling):
+        for layer in (self.resize, self.pad, self.conv, self.crop, self.pooling):
             if layer is not None:
                 shape = layer.compute_output_shape(shape)
         return shape
@@ -205,6 +230,7 @@ class ConvBlock(keras.layers.Layer):
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             dropout=self.dropout,
             fast_paths=self.fast_paths,
+            upsample=self.upsample,
         )
         return config
 

@@ -48,6 +48,7 @@ TERMS = (
     Term("cycle_kl", has_cycle),
     Term(cycle_recon_term, has_cycle),
     Term("identity", lambda loss: loss.identity > 0),
+    Term("edge", lambda loss: loss.edge > 0),
     Term("classifier", lambda loss: loss.classifier > 0),
     Term("classifier_translated", lambda loss: loss.classifier_translated > 0),
     Term("feature", lambda loss: loss.feature > 0),
@@ -82,6 +83,18 @@ def kl_loss(mean: tf.Tensor, reduction: str = "mean") -> tf.Tensor:
 def l1_loss(target: tf.Tensor, output: tf.Tensor) -> tf.Tensor:
     """Negative log-likelihood of a Laplacian decoder up to constants: mean absolute error per pixel."""
     return tf.reduce_mean(tf.abs(tf.cast(target, tf.float32) - tf.cast(output, tf.float32)))
+
+
+def edge_loss(target: tf.Tensor, output: tf.Tensor) -> tf.Tensor:
+    """Mean |∇target - ∇output| over the horizontal and vertical neighbour differences: an L1 on edges, which
+    a blurred or shifted stroke pays for in full where the plain L1 charges only the few pixels it misses."""
+    target, output = tf.cast(target, tf.float32), tf.cast(output, tf.float32)
+
+    def diffs(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:  # [N, H-1, W, C] and [N, H, W-1, C]
+        return x[:, 1:] - x[:, :-1], x[:, :, 1:] - x[:, :, :-1]
+
+    (ty, tx), (oy, ox) = diffs(target), diffs(output)
+    return tf.reduce_mean(tf.abs(ty - oy)) + tf.reduce_mean(tf.abs(tx - ox))
 
 
 def recon_loss(target: tf.Tensor, output: tf.Tensor, distance: str = "l1") -> tf.Tensor:

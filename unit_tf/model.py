@@ -282,11 +282,14 @@ class UNIT(MultiWorkerFit, keras.Model):
             kl = losses.kl_loss(s.mean_a, w.kl_reduction) + losses.kl_loss(s.mean_b, w.kl_reduction)
             g_loss = w.gan * g_gan + w.kl * kl + self.weight_penalty(self.g_variables)
             values = {"g_gan": g_gan, "kl": kl}
+            edges: list[tf.Tensor] = []  # the edge term of each image-reconstructing stream
             if self._reports(losses.recon_term(w)):
                 recon = (losses.recon_loss(s.x_a, s.x_aa, w.recon_distance)
                          + losses.recon_loss(s.x_b, s.x_bb, w.recon_distance))
                 g_loss += w.recon * recon
                 values[losses.recon_term(w)] = recon
+                if self._reports("edge"):
+                    edges.append(losses.edge_loss(s.x_a, s.x_aa) + losses.edge_loss(s.x_b, s.x_bb))
             if self._reports("semantic"):
                 # Translations keep their digit: D_b's classifier must read x_ab as the source label.
                 logits = self.discriminators.classify(g_b.features("translated"), training=True)
@@ -301,6 +304,8 @@ class UNIT(MultiWorkerFit, keras.Model):
                          + losses.recon_loss(s.x_b, x_bab, w.recon_distance))
                 g_loss += w.cycle_kl * cycle_kl + w.cycle_recon * cycle
                 values.update({"cycle_kl": cycle_kl, losses.cycle_recon_term(w): cycle})
+                if self._reports("edge"):
+                    edges.append(losses.edge_loss(s.x_a, x_aba) + losses.edge_loss(s.x_b, x_bab))
             if self._reports("identity"):
                 # Each domain's images through the translation INTO their own domain: E of the other domain, then
                 # their own G. z sampled (mean + noise) as in the reconstruction stream, which this mirrors.
@@ -309,6 +314,10 @@ class UNIT(MultiWorkerFit, keras.Model):
                                                   training=True)  # G_a(E_b(x_a)), G_b(E_a(x_b))
                 values["identity"] = losses.l1_loss(s.x_a, x_a_id) + losses.l1_loss(s.x_b, x_b_id)
                 g_loss += w.identity * values["identity"]
+            if self._reports("edge"):
+                # Edges of the reconstruction and the cycle streams, each as the recon L1 it sharpens.
+                values["edge"] = tf.add_n(edges)
+                g_loss += w.edge * values["edge"]
             values["g_loss"] = g_loss
             scaled = self._per_replica(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, tape, scaled, self.g_variables)

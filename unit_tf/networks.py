@@ -240,15 +240,17 @@ def _residual_encoder_specs(cfg: ModelConfig) -> list[LayerSpec]:
 
 
 def _residual_generator_specs(cfg: ModelConfig, out_channels: int) -> list[LayerSpec]:
-    """The encoder mirrored: res_blocks residual blocks, n_downsample 4x4/2 transposed conv + IN + ReLU,
-    then a 1x1 conv + tanh to the domain's channels."""
+    """The encoder mirrored: res_blocks residual blocks, n_downsample 2x upsamplings + norm + ReLU, then a 1x1
+    conv + tanh to the domain's channels. Official: 4x4/2 transposed convs, instance norm (model.upsample,
+    model.decoder_norm choose otherwise)."""
     c = cfg.gen_ch * 2**cfg.n_downsample
-    norm = dict(norm="instance", bn_epsilon=cfg.bn_epsilon, fast_paths=cfg.fast_paths, **_gaussian_init())
+    norm = dict(norm=cfg.decoder_norm, bn_epsilon=cfg.bn_epsilon, fast_paths=cfg.fast_paths, **_gaussian_init())
+    up = (dict(kernel_size=4, strides=2, padding=1, transpose=True) if cfg.upsample == "transposed"
+          else dict(kernel_size=3, padding=1, upsample=2))
     specs = [dict(kind="residual", filters=c, **norm) for _ in range(cfg.res_blocks)]
     for _ in range(cfg.n_downsample):
         c //= 2
-        specs.append(dict(filters=c, kernel_size=4, strides=2, padding=1, transpose=True, activation="relu",
-                          **norm))
+        specs.append(dict(filters=c, activation="relu", **up, **norm))
     return specs + [dict(filters=out_channels, kernel_size=1, activation="tanh", fast_paths=cfg.fast_paths,
                          **_gaussian_init())]
 
