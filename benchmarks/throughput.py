@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.config import MIXED_PRECISION  # noqa: E402
