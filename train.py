@@ -59,9 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="deterministic ops (tf.config.experimental.enable_op_determinism): bit-exact resumes")
     p.add_argument("--on-nan", choices=ON_NAN,
                    help="on a non-finite loss: stop, keeping the last good checkpoint (default), or skip the step")
-    p.add_argument("--mixed-precision", choices=sorted(MIXED_PRECISION),
-                   help="bf16: bfloat16 math (CPUs with AMX/AVX512-BF16, recent GPUs); fp16: float16 math with "
-                        "dynamic loss scaling; off: float32 (default). Weights, outputs and losses stay float32")
+    p.add_argument("--mixed-precision", choices=list(MIXED_PRECISION),
+                   help="auto (default): bf16 where the hardware computes it natively (CPUs with AMX/AVX512-BF16, "
+                        "GPUs of compute capability >= 8.0), else off; bf16: bfloat16 math (emulated elsewhere: "
+                        "one warning line says what it costs); fp16: float16 math with dynamic loss scaling; off: "
+                        "float32. Weights, outputs and losses stay float32. With --resume: switch between off "
+                        "and bf16")
     p.add_argument("--config", help="JSON file of settings (e.g. a run's config.json)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set loss.gan=1 (repeatable)")
@@ -116,6 +119,8 @@ def make_config(args: argparse.Namespace) -> UNITConfig:
     run = RunDir(Path(args.output_dir))
     saved = run.read_config()
     changes = {k: v for k, v in overrides.items() if k in NON_DEFINING_KEYS}
+    if args.mixed_precision:  # float32 <-> bfloat16 keeps the run (see config.defining_differences)
+        changes["train.precision"] = MIXED_PRECISION[args.mixed_precision]
     return resolve_config(saved.data.dataset, saved.preset, run.config_path, changes)
 
 

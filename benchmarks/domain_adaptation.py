@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from unit_tf.catalogue import DIGIT_PAIRS  # noqa: E402
 from unit_tf.cli import ArgumentParser, quiet_tensorflow  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
+from unit_tf.hardware import describe, resolve_precision  # noqa: E402
 
 PAIRS = tuple(DIGIT_PAIRS)
 LAST_EVALUATIONS = 5  # the spread reported over the last few logged evaluations
@@ -43,53 +42,17 @@ def parse_args(argv: list[str] | None) -> Any:
     return parse_budgeted_run(parser, argv)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def parse_budgeted_run(parser: ArgumentParser, argv: list[str] | None) -> Any:
     """Add the flags every training benchmark has (--precision, --output-dir, --set), parse, check --minutes."""
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="auto: bfloat16 where the hardware computes it natively (AMX/AVX512-BF16 CPU, GPU)")
+                        help="auto: bfloat16 where the hardware computes it natively (AMX/AVX512-BF16 CPU, GPU of "
+                             "compute capability >= 8.0), else float32; an emulated bfloat16/float16 gets a warning")
     parser.add_argument("--output-dir", help="run directory (default: a new temporary folder)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)
     if not 0 < args.minutes < float("inf"):
         parser.error(f"--minutes must be > 0, got {args.minutes}")
     return args
-
-
-def hardware_and_precision(choice: str) -> tuple[str, str]:
-    """The machine's description and the compute precision for --precision `choice` ("auto" resolved)."""
-    desc, has_gpu = hardware()
-    if choice == "auto":
-        choice = "bfloat16" if has_gpu or cpu_has_bf16() else "float32"
-    return desc, choice
-
-
-def hardware() -> tuple[str, bool]:
-    """A one-line description of the machine, and whether it has a GPU."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
-        return f"{len(gpus)}x {names[0]}", True
-    return f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores, no GPU", False
 
 
 def summarize(run_dir: Path, budget_minutes: float) -> dict[str, Any]:
@@ -118,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from unit_tf.config import parse_set_flags, resolve_config
     from unit_tf.training import train
 
-    desc, precision = hardware_and_precision(args.precision)
+    desc, precision = describe(), resolve_precision(args.precision)
     overrides = {"data.data_dir": args.data_dir, "train.seed": args.seed, "train.steps": 10**9,
                  "train.time_limit_minutes": args.minutes, "train.precision": precision,
                  "train.checkpoint_every": 10**9, "train.sample_every": 10**9}

@@ -32,10 +32,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from domain_adaptation import hardware_and_precision, parse_budgeted_run  # noqa: E402
+from domain_adaptation import parse_budgeted_run  # noqa: E402
 
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.errors import UserError, run_cli  # noqa: E402
+from unit_tf.hardware import describe, resolve_precision  # noqa: E402
 
 #: Test images per domain in the committed sample grid.
 GRID_IMAGES = 8
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     from unit_tf.runs import RunDir
     from unit_tf.training import train
 
-    desc, precision = hardware_and_precision(args.precision)
+    desc, precision = describe(), resolve_precision(args.precision)
     overrides = {"model.image_size": args.image_size, "train.seed": args.seed, "train.steps": 10**9,
                  "train.time_limit_minutes": args.minutes, "train.precision": precision,
                  "train.checkpoint_every": args.eval_every, "train.keep_checkpoints": 0,

@@ -17,10 +17,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from domain_adaptation import PAIRS, cpu_has_bf16, hardware  # noqa: E402
+from domain_adaptation import PAIRS  # noqa: E402
 
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
+from unit_tf.hardware import describe, resolve_precision  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> Any:
@@ -45,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from unit_tf.data.pipeline import load_pair
     from unit_tf.model import build_model
 
-    desc, has_gpu = hardware()
-    precision = "bfloat16" if has_gpu or cpu_has_bf16() else "float32"
+    desc, precision = describe(), resolve_precision("auto")
     config = resolve_config(args.pair, args.preset, overrides={"data.data_dir": args.data_dir,
                                                                "train.precision": precision,
                                                                "train.seed": args.seed})

@@ -35,13 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from domain_adaptation import hardware  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.config import MIXED_PRECISION  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
+from unit_tf.hardware import describe, resolve_precision  # noqa: E402
 
 PEAK_MATMUL_SIZE = 2048
 
@@ -54,7 +53,8 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--steps", type=positive_int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=positive_int, default=3, help="untimed steps first (tracing)")
     parser.add_argument("--mixed-precision", default="off",
-                        help="comma-separated list of off, bf16, fp16; each is measured in turn")
+                        help="comma-separated list of auto, off, bf16, fp16; each is measured in turn (auto: bf16 "
+                             "where native, else off; an emulated bf16/fp16 gets a warning line)")
     parser.add_argument("--strategy", default="auto", help="auto, one_device or mirrored")
     parser.add_argument("--images", type=positive_int, default=2048, help="synthetic images per domain")
     parser.add_argument("--jit-compile", action="store_true", help="compile the step with XLA")
@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None) -> Any:
     args.precisions = [p.strip() for p in args.mixed_precision.split(",") if p.strip()]
     unknown = [p for p in args.precisions if p not in MIXED_PRECISION]
     if unknown or not args.precisions:
-        parser.error(f"--mixed-precision takes off, bf16 and fp16 (comma-separated), got {args.mixed_precision!r}")
+        parser.error(f"--mixed-precision takes auto, off, bf16 and fp16 (comma-separated), got "
+                     f"{args.mixed_precision!r}")
     return args
 
 
@@ -152,7 +153,8 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
     from unit_tf.distribute import check_batch_size, make_strategy
     from unit_tf.model import build_model
 
-    overrides = {**parse_set_flags(args.set), "train.precision": MIXED_PRECISION[precision]}
+    resolved = resolve_precision(precision)
+    overrides = {**parse_set_flags(args.set), "train.precision": resolved}
     if args.batch_size:
         overrides["data.batch_size"] = args.batch_size
     config = resolve_config(args.dataset, args.preset, overrides=overrides)
@@ -172,7 +174,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
         outputs = strategy.run(model.train_step, args=(batch,))
         return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
 
-    peak = MatmulPeak(MIXED_PRECISION[precision])
+    peak = MatmulPeak(resolved)
     peak.sample(3)
     iterator = iter(dataset)
     for _ in range(args.warmup):
@@ -192,7 +194,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
     peak.sample(3)
     step_s = statistics.median(totals)
     achieved = flops / step_s / 1e9
-    return {"preset": args.preset, "dataset": args.dataset, "mixed_precision": precision,
+    return {"preset": args.preset, "dataset": args.dataset, "mixed_precision": precision, "precision": resolved,
             "batch_size": config.data.batch_size, "replicas": strategy.num_replicas_in_sync,
             "step_ms": round(1000 * step_s, 1), "step_ms_min": round(1000 * min(totals), 1),
             "step_ms_each": [round(1000 * t, 1) for t in totals],
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow()
     import keras
 
-    device, _ = hardware()
+    device = describe()
     runs = []
     for precision in args.precisions:
         runs.append({**measure(args, precision), "device": device})

@@ -28,10 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from domain_adaptation import hardware_and_precision, parse_budgeted_run  # noqa: E402
+from domain_adaptation import parse_budgeted_run  # noqa: E402
 
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
+from unit_tf.hardware import describe, resolve_precision  # noqa: E402
 
 FILE_SIZE = 48  # the PNGs' size; training crops image_size from the resized images
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from unit_tf.config import parse_set_flags, resolve_config
     from unit_tf.training import train
 
-    desc, precision = hardware_and_precision(args.precision)
+    desc, precision = describe(), resolve_precision(args.precision)
     data_root = Path(tempfile.mkdtemp(prefix="translation_data_"))
     folder_a = write_folder(shapes(args.images, FILE_SIZE, 0), data_root / "shapes")
     folder_b = write_folder(255 - shapes(args.images, FILE_SIZE, 1), data_root / "inverted")

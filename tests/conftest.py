@@ -12,6 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # instead of ~/.cache (subprocesses inherit both).
 os.environ.setdefault("UNIT_OFFLINE", "1")
 os.environ.setdefault("UNIT_CACHE_DIR", tempfile.mkdtemp(prefix="unit_tf_cache_"))
+# One simulated machine kind everywhere (subprocesses too): no native bfloat16/float16, so precision "auto" is
+# float32 and the results are the same on an AVX-512-BF16/AMX machine or a GPU as on an AVX2 one.
+os.environ["UNIT_NATIVE_BF16"] = "0"
+os.environ["UNIT_NATIVE_FP16"] = "0"
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

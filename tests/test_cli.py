@@ -147,10 +147,48 @@ def test_evaluate_on_a_folder_that_is_no_run(tmp_path):
 def test_mixed_precision_flag_and_multi_worker_without_cluster(tmp_path):
     import train
 
-    for flag, precision in (("bf16", "bfloat16"), ("fp16", "float16"), ("off", "float32")):
+    for flag, precision in (("bf16", "bfloat16"), ("fp16", "float16"), ("off", "float32"), ("auto", "auto")):
         args = train.parse_args(["--dataset", "mnist_usps", "--mixed-precision", flag])
         assert train.make_config(args).train.precision == precision
+    assert train.make_config(train.parse_args(["--dataset", "mnist_usps"])).train.precision == "auto"
     result = run_script("train.py", "--dataset", "mnist_usps", "--strategy", "multi_worker", "--output-dir",
                         str(tmp_path / "r"), env={"TF_CONFIG": ""})
     _assert_clean_error(result, "TF_CONFIG")
     assert not (tmp_path / "r").exists()
+
+
+def _warnings(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+
+
+def test_precision_is_resolved_per_machine_and_an_emulated_bf16_warns_once(tmp_path, data_dir):
+    """auto on a bf16 machine -> bfloat16 in config.json, silently; explicit bf16 on a machine without it ->
+    one warning line with the measured cost; the run continues there in float32 with auto (no mismatch)."""
+    run = tmp_path / "R"
+    base = ["train.py", "--dataset", "mnist_usps", "--data-dir", str(data_dir), "--output-dir", str(run),
+            "--batch-size", "8", "--no-export", *tiny_flags()]
+
+    def precision():
+        return UNITConfig.from_dict(json.loads((run / "config.json").read_text())).train.precision
+
+    native = run_script(*base, "--steps", "1", env={"UNIT_NATIVE_BF16": "1"})
+    assert native.returncode == 0, native.stderr
+    assert _warnings(native) == [] and precision() == "bfloat16"
+    explicit = run_script(*base, "--steps", "2", "--mixed-precision", "bf16", env={"UNIT_NATIVE_BF16": "1"})
+    assert explicit.returncode == 0, explicit.stderr
+    assert _warnings(explicit) == []
+
+    emulated = run_script(*base, "--steps", "3", "--mixed-precision", "bf16", env={"UNIT_NATIVE_BF16": "0"})
+    assert emulated.returncode == 0, emulated.stderr
+    (line,) = _warnings(emulated)
+    # The factor is measured: "slower" on an emulating CPU (a simulated one with native bf16 may be faster).
+    assert re.search(r"\d+\.\d+x (slower|faster) than float32", line) and "--mixed-precision off" in line, line
+    assert "bfloat16" in line and precision() == "bfloat16"
+
+    resumed = run_script(*base, "--steps", "4", "--resume", "--mixed-precision", "auto",
+                         env={"UNIT_NATIVE_BF16": "0"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert _warnings(resumed) == [] and precision() == "float32" and "from step 3" in resumed.stdout
+    off = run_script(*base, "--steps", "5", "--mixed-precision", "off", env={"UNIT_NATIVE_BF16": "0"})
+    assert off.returncode == 0, off.stderr
+    assert _warnings(off) == [] and precision() == "float32" and _steps(run / "metrics.csv")[-1] == 5

@@ -42,6 +42,10 @@ def test_throughput_benchmark_prints_one_json_line():
     assert len(lines) == 1
     out = json.loads(lines[0])
     assert [run["mixed_precision"] for run in out["runs"]] == ["off", "bf16"] and out["speedup"]["off"] == 1.0
+    assert [run["precision"] for run in out["runs"]] == ["float32", "bfloat16"]
+    # conftest simulates a machine without native bf16: one warning line, with the measured cost.
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "bfloat16 is emulated" in warnings[0] and "x " in warnings[0], result.stderr
     for run in out["runs"]:
         assert run["model_flops_per_step"] > 0 and run["images_per_sec"] > 0 and 0 < run["mfu"] < 2
         assert 0 <= run["input_wait_fraction"] <= 1 and run["peak_matmul_gflops"] > 0

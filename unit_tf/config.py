@@ -159,10 +159,12 @@ class TrainConfig:
     keep_checkpoints: int = 3  # the newest N ckpt-<step> files are kept; 0 keeps every one
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism: bit-exact resumes
     on_nan: str = "stop"  # non-finite loss (ON_NAN): "stop" (keep the last good checkpoint) or "skip-step"
-    # Compute precision: "float32"; "bfloat16" (Keras mixed_bfloat16: bf16 math, float32 weights and
-    # losses; faster on CPUs with AMX/AVX512-BF16 and on GPUs/TPUs); "float16" (mixed_float16 with
-    # dynamic loss scaling: GPUs without bf16 units).
-    precision: str = "float32"
+    # Compute precision: "auto" (bfloat16 where the hardware computes it natively, else float32: see
+    # unit_tf.hardware; a run's config.json records what it resolved to); "float32"; "bfloat16" (Keras
+    # mixed_bfloat16: bf16 math, float32 weights and losses; faster on CPUs with AMX/AVX512-BF16 and on GPUs
+    # of compute capability >= 8.0, emulated and slow elsewhere); "float16" (mixed_float16 with dynamic loss
+    # scaling: GPUs without bf16 units).
+    precision: str = "auto"
     time_limit_minutes: float = 0.0  # stop (with a checkpoint) after this much wall-clock time; 0 = no limit
     # Domain adaptation: first train D_a + classifier on labelled source images for this many steps (the
     # source-only model, saved in R/eval/source_only.json), then UNIT starts from it.
@@ -212,8 +214,10 @@ ARCHITECTURES = ("digits", "residual")
 
 # train.precision -> Keras dtype policy.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+# train.precision values: "auto" (resolved by unit_tf.hardware.resolve_precision when a run starts) or a policy's.
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 # --mixed-precision (train.py, benchmarks) -> train.precision.
-MIXED_PRECISION = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
+MIXED_PRECISION = {"auto": "auto", "off": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 # Settings that earlier versions wrote to config.json and that no longer exist: ignored when a saved config is read.
 RETIRED_KEYS = frozenset({"train.inject_nan_step"})  # a test hook, now in tests/nan_train.py
@@ -577,8 +581,9 @@ def validate(config: UNITConfig) -> None:
         check_residual_geometry(config.model)
     if not 0.0 <= config.train.time_limit_minutes < float("inf"):
         raise UserError(f"train.time_limit_minutes must be >= 0, got {config.train.time_limit_minutes}")
-    if config.train.precision not in PRECISIONS:
-        raise UserError(f"train.precision must be one of {', '.join(PRECISIONS)}, got '{config.train.precision}'")
+    if config.train.precision not in PRECISION_CHOICES:
+        raise UserError(f"train.precision must be one of {', '.join(PRECISION_CHOICES)}, got "
+                        f"'{config.train.precision}'")
     if config.optimizer.weight_decay_mode not in ("l2", "decoupled"):
         raise UserError("optimizer.weight_decay_mode must be 'l2' or 'decoupled'")
     if config.train.on_nan not in ON_NAN:
@@ -591,4 +596,8 @@ def validate(config: UNITConfig) -> None:
 def defining_differences(old: UNITConfig, new: UNITConfig) -> list[str]:
     """Settings that differ between two configs and define the run (model, data, losses, optimizer)."""
     a, b = flatten(old.to_dict()), flatten(new.to_dict())
+    # float32 and bfloat16 runs share their variables (float32 weights, the same optimizer state), so a run may
+    # continue in the other (e.g. on a machine without native bfloat16); float16 adds loss scaling.
+    for values in (a, b):
+        values["train.precision"] = values.get("train.precision") == "float16"
     return sorted(k for k in a.keys() | b.keys() if k not in NON_DEFINING_KEYS and a.get(k) != b.get(k))

@@ -18,6 +18,7 @@ from unit_tf import losses
 from unit_tf.config import PRECISIONS, UNITConfig
 from unit_tf.discriminators import CoupledDiscriminator, Discriminated
 from unit_tf.distribute import MultiWorkerFit, fit_outputs
+from unit_tf.hardware import resolve_precision
 from unit_tf.layers import PACKAGE, CoordinateChannels, replica_seed
 from unit_tf.networks import build_classifier_head, build_networks
 from unit_tf.optimizers import make_optimizer
@@ -465,15 +466,17 @@ class UNIT(MultiWorkerFit, keras.Model):
 def build_model(config: UNITConfig, strategy: tf.distribute.Strategy | None = None) -> UNIT:
     """Create, build and compile the model and both optimizers inside the strategy's scope."""
     strategy = strategy or tf.distribute.get_strategy()
+    # "auto" is resolved quietly here (training resolves it first, with a warning where it pays).
+    precision = resolve_precision(config.train.precision, warn=False)
     # Layers take the global dtype policy when they are created (float32 weights in every policy).
-    keras.mixed_precision.set_global_policy(PRECISIONS[config.train.precision])
+    keras.mixed_precision.set_global_policy(PRECISIONS[precision])
     with strategy.scope():
         model = UNIT(config, name="unit")
         model.build()
         model.compile(
-            d_optimizer=make_optimizer(config.optimizer, "d_optimizer", config.train.precision,
+            d_optimizer=make_optimizer(config.optimizer, "d_optimizer", precision,
                                        config.model.fast_paths, config.train.steps),
-            g_optimizer=make_optimizer(config.optimizer, "g_optimizer", config.train.precision,
+            g_optimizer=make_optimizer(config.optimizer, "g_optimizer", precision,
                                        config.model.fast_paths, config.train.steps),
         )
     return model

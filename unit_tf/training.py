@@ -5,6 +5,7 @@ Exporting the result is the caller's step (train.py), after `train` returns."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import signal
 import sys
@@ -33,6 +34,7 @@ from unit_tf.data.pipeline import DomainData, to_model_range
 from unit_tf.data.sources import load_run_data
 from unit_tf.distribute import barrier, check_batch_size, is_chief, make_strategy
 from unit_tf.errors import TrainingDiverged, TrainingInterrupted, UserError
+from unit_tf.hardware import resolve_precision
 from unit_tf.images import SAMPLE_IMAGES
 from unit_tf.model import UNIT, build_model
 from unit_tf.runs import RunDir
@@ -79,6 +81,7 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
     (e.g. a benchmark's own measurements), run after the built-in ones.
     """
     started = time.time()
+    config = resolved(config)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = make_strategy(config.train.strategy)
@@ -97,6 +100,16 @@ def train(config: UNITConfig, output_dir: str | Path, verbose: int | None = None
     finally:
         if not chief:
             shutil.rmtree(run.root, ignore_errors=True)
+
+
+def resolved(config: UNITConfig) -> UNITConfig:
+    """`config` with train.precision resolved for this machine (unit_tf.hardware.resolve_precision: "auto" ->
+    bfloat16 where native, else float32; one warning line for an emulated bfloat16/float16): what the run
+    computes in, and what its config.json records."""
+    precision = resolve_precision(config.train.precision)
+    if precision == config.train.precision:
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, precision=precision))
 
 
 def _interrupted(received: list[int], when: str) -> TrainingInterrupted:
