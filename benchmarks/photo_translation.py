@@ -103,16 +103,17 @@ def measure_checkpoints(model: Any, config: Any, run_dir: Path, split: str, feat
     domains' images; `model` ends with the last checkpoint's weights."""
     from unit_tf.checkpoints import RunCheckpoint
     from unit_tf.data.pipeline import DomainData
-    from unit_tf.data.sources import EVAL_IMAGES, load_eval_pair, load_train_images
+    from unit_tf.data.sources import EVAL_IMAGES, load_eval_data
     from unit_tf.evaluation import domain_errors
     from unit_tf.translation_metrics import TranslationMetrics
 
-    train_a, train_b = load_train_images(config)
+    data = load_eval_data(config, "test")  # one scan and decode per folder: test and training images
+    train_a, train_b = data.train_a, data.train_b
     if split == "train":
         a, b = (DomainData(name, images[:EVAL_IMAGES], np.zeros(0)) for name, images in (("A", train_a),
                                                                                             ("B", train_b)))
     else:
-        a, b = load_eval_pair(config, "test")
+        a, b = data.a, data.b
     metrics = TranslationMetrics(train_a, train_b, a.images, b.images, feature_weights, judge_dir)
     checkpoints = RunCheckpoint(model, run_dir / "checkpoints")
     curve = []

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -26,6 +27,18 @@ def trained_model():
              "x_b": tf.random.uniform([8, 32, 32, 1], -1, 1, seed=2)}
     model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)
     return model
+
+
+def run_tf_only_check(script: str, export_dir: Path, data: dict[str, np.ndarray], tmp_path: Path) -> dict:
+    """Run `script` (argv: the export folder and an .npz of `data`) in a fresh interpreter that must never
+    import unit_tf; returns the JSON report of its last stdout line, which says whether unit_tf was imported."""
+    np.savez(tmp_path / "data.npz", **data)
+    result = subprocess.run([sys.executable, "-c", script, str(export_dir), str(tmp_path / "data.npz")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not report["unit_tf_imported"]
+    return report
 
 
 # Runs in a fresh interpreter with only TensorFlow (and tensorflow-serving-api) imported.
@@ -87,12 +100,7 @@ def test_saved_model_serves_without_unit_tf(trained_model, tmp_path):
         x = (x_a if spec["source"] == "a" else x_b) * 2 - 1
         y = trained_model.translate(x, spec["source"], spec["target"])  # what evaluate.py computes
         expected[name] = ((y.numpy() + 1) / 2).clip(0, 1)
-    np.savez(tmp_path / "data.npz", **expected)
-    result = subprocess.run([sys.executable, "-c", SERVING_CHECK, str(target), str(tmp_path / "data.npz")],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert not report["unit_tf_imported"]
+    report = run_tf_only_check(SERVING_CHECK, target, expected, tmp_path)
     assert {"a_to_b", "b_to_a", "reconstruct_a", "reconstruct_b", "serving_default"} <= set(report["signatures"])
     for name, diff in report["max_abs_diff"].items():
         assert diff <= 1e-5, (name, diff)
@@ -172,12 +180,7 @@ def test_residual_export_takes_any_height_and_width(tmp_path):
     for key in ("wide", "square"):
         y = model.translate_any_size(data[key] * 2 - 1, "a", "b")
         data[key + "_expected"] = ((y.numpy() + 1) / 2).clip(0, 1)
-    np.savez(tmp_path / "data.npz", **data)
-    result = subprocess.run([sys.executable, "-c", ANY_SIZE_CHECK, str(target), str(tmp_path / "data.npz")],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert not report["unit_tf_imported"]
+    report = run_tf_only_check(ANY_SIZE_CHECK, target, data, tmp_path)
     assert report["input_shape"] == [None, None, None, 3]
     assert report["outputs"]["wide"]["shape"] == [1, 50, 75, 3]
     assert report["outputs"]["square"]["shape"] == [2, 64, 64, 3]

@@ -228,6 +228,9 @@ def test_cyclegan_folder_layout(tmp_path, with_test):
     test_a = pair.test_images("a")
     assert test_a.shape == ((2 if with_test else 3), SIZE, SIZE, 3)
     assert abs(int(np.median(test_a)) - (51 if with_test else 50)) <= 1
+    train, test = pair.train_and_test_images("a", limit=2)  # evaluation: each folder decoded once
+    np.testing.assert_array_equal(train, pair.train_images("a"))
+    np.testing.assert_array_equal(test, pair.test_images("a", limit=2))
     assert _take(pair.batches(batch_size=3, seed=0), 1)[0]["x_b"].shape == (3, SIZE, SIZE, 3)
     with pytest.raises(UserError, match="trainB"):
         check_image_dataset(f"folder:{tmp_path / 'nowhere'}", None, None, None)

@@ -7,11 +7,11 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import photo_like
+from helpers import photo_like, tiny_translation_config
 
 from unit_tf import judge as judges
 from unit_tf import kid as kid_metric
-from unit_tf.translation_metrics import TranslationMetrics
+from unit_tf.translation_metrics import TranslationMetrics, translate_uint8, translator
 
 SIZE = 16
 RECIPE = judges.JudgeRecipe(width=4, epochs=12, batch_size=8)
@@ -131,3 +131,39 @@ def test_inception_features_from_a_local_weights_file(tmp_path, domains):
     assert out.shape == (3, 2048) and np.all(np.isfinite(out))
     expected = net(tf.image.resize(domains[2][:3].astype(np.float32) / 127.5 - 1.0, (299, 299)), training=False)
     np.testing.assert_allclose(out, expected.numpy(), rtol=1e-4, atol=1e-5)  # [-1, 1] at 299 px, same weights
+
+
+def test_measuring_checkpoints_traces_each_direction_once(domains, tmp_path, monkeypatch):
+    """What benchmarks/photo_translation.py's measure_checkpoints does: one TranslationMetrics, a checkpoint
+    restored into the same model before each measurement; the translation is traced once per direction and
+    each measurement reads the restored weights."""
+    import tensorflow as tf
+
+    from unit_tf.checkpoints import RunCheckpoint
+    from unit_tf.data.pipeline import to_model_range
+    from unit_tf.model import build_model
+
+    monkeypatch.setenv("UNIT_OFFLINE", "1")
+    train_a, train_b, test_a, test_b = domains
+    model = build_model(tiny_translation_config())
+    checkpoints = RunCheckpoint(model, tmp_path / "checkpoints", keep=0)
+    for step in (1, 2):  # two checkpoints with different weights
+        tf.random.set_seed(step)
+        for v in model.trainable_variables:
+            v.assign(tf.random.normal(v.shape, stddev=0.2, dtype=v.dtype))
+        model.g_optimizer.iterations.assign(step)
+        checkpoints.save()
+    metrics = TranslationMetrics(train_a, train_b, test_a, test_b, judge_dir=tmp_path / "judge", recipe=RECIPE)
+    outputs = []
+    for step in checkpoints.steps():
+        checkpoints.restore_step(step, weights_only=True)
+        metrics(model)
+        outputs.append(translate_uint8(model, test_a, "a", "b"))
+        expected = model.translate(to_model_range(test_a), "a", "b", training=False).numpy()
+        np.testing.assert_array_equal(outputs[-1], np.clip(np.round((expected + 1.0) * 127.5), 0, 255)
+                                      .astype(np.uint8))  # the restored weights, not the first trace's
+    assert not np.array_equal(outputs[0], outputs[1])
+    for source, target in (("a", "b"), ("b", "a")):
+        run = translator(model, source, target)
+        assert run is translator(model, source, target)
+        assert run.experimental_get_tracing_count() == 1, (source, target)

@@ -13,7 +13,7 @@ import tensorflow as tf
 from unit_tf import adaptation, plots
 from unit_tf.catalogue import is_image_dataset
 from unit_tf.data.pipeline import DomainData, eval_batches, to_model_range
-from unit_tf.data.sources import load_eval_pair, load_train_images
+from unit_tf.data.sources import load_eval_data
 from unit_tf.images import GRID_ROWS, SAMPLE_IMAGES, make_grid, write_png
 from unit_tf.model import UNIT
 from unit_tf.runs import RunDir, load_trained
@@ -66,7 +66,8 @@ def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "tes
     accuracies, a confusion matrix and the accuracy curve."""
     run = RunDir(Path(run_dir))
     model, config, step = load_trained(run.root, step)
-    a, b = load_eval_pair(config, split, data_dir)
+    data = load_eval_data(config, split, data_dir)
+    a, b = data.a, data.b
     result: dict[str, Any] = {"run_dir": str(run.root), "dataset": config.data.dataset, "split": split,
                               "step": step, "num_images_a": len(a.images), "num_images_b": len(b.images)}
     result.update(domain_errors(model, a.images, "a"))
@@ -80,8 +81,8 @@ def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "tes
     if is_image_dataset(config.data.dataset):
         from unit_tf.translation_metrics import TranslationMetrics
 
-        train_a, train_b = load_train_images(config)
-        result.update(TranslationMetrics(train_a, train_b, a.images, b.images, feature_weights, judge_dir)(model))
+        metrics = TranslationMetrics(data.train_a, data.train_b, a.images, b.images, feature_weights, judge_dir)
+        result.update(metrics(model))
     if model.classifier_head is not None:
         result.update(adaptation_report(model, run, a, b, split, step))
     return result

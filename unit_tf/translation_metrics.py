@@ -13,6 +13,7 @@ Translations are rounded to 8-bit pixels first, as a saved image would be.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,16 +26,33 @@ if TYPE_CHECKING:
     from unit_tf.model import UNIT
 
 
-def translate_uint8(model: UNIT, images: np.ndarray, source: str, target: str, batch_size: int = 64) -> np.ndarray:
-    """uint8 images of `source` translated into `target` through the latent mean, as uint8."""
+#: Per model: its traced translation function per (source, target), kept while the model lives.
+_TRANSLATORS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], Any]] = weakref.WeakKeyDictionary()
+
+
+def translator(model: UNIT, source: str, target: str) -> Any:
+    """The model's tf.function translating `source` into `target` (float32, through the latent mean), traced
+    once per model and direction: calling it after a checkpoint restore reads the restored weights without
+    retracing. The function holds the model weakly, so the cache never keeps a model alive."""
     import tensorflow as tf
 
+    per_model = _TRANSLATORS.setdefault(model, {})
+    if (source, target) not in per_model:
+        ref = weakref.ref(model)
+
+        @tf.function(reduce_retracing=True)
+        def run(x: tf.Tensor) -> tf.Tensor:
+            return tf.cast(ref().translate(x, source, target, training=False), tf.float32)  # type: ignore[union-attr]
+
+        per_model[(source, target)] = run
+    return per_model[(source, target)]
+
+
+def translate_uint8(model: UNIT, images: np.ndarray, source: str, target: str, batch_size: int = 64) -> np.ndarray:
+    """uint8 images of `source` translated into `target` through the latent mean, as uint8."""
     from unit_tf.data.pipeline import to_model_range
 
-    @tf.function(reduce_retracing=True)
-    def run(x: tf.Tensor) -> tf.Tensor:
-        return tf.cast(model.translate(x, source, target, training=False), tf.float32)
-
+    run = translator(model, source, target)
     out = [run(to_model_range(images[i:i + batch_size])).numpy() for i in range(0, len(images), batch_size)]
     return np.clip(np.round((np.concatenate(out) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 

@@ -279,6 +279,14 @@ class ImagePair:
         augmentation): what the domain judge of evaluation learns from."""
         return self._squared(self._domain(domain).train, limit)
 
+    def train_and_test_images(self, domain: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`train_images(domain)` and `test_images(domain, limit)` with each source decoded once: a domain that
+        tests on its own training images (no test split) slices the test images from the training images."""
+        train = self.train_images(domain)
+        source = self._domain(domain)
+        test = train[:limit] if source.test is source.train else self.test_images(domain, limit)
+        return train, test
+
     def _squared(self, source: _FileSource | _TfdsSource, limit: int | None) -> np.ndarray:
         size = self.image_size
         batches = (

@@ -83,25 +83,33 @@ def load_run_data(config: UNITConfig, sample_images: int) -> RunData:
                         test_b.images[:sample_images])
 
 
-def load_eval_pair(config: UNITConfig, split: str = "test", data_dir: str | None = None,
-                   limit: int | None = None) -> tuple[DomainData, DomainData]:
-    """Both domains' images of a split (digits: with labels). Translation data: the test images (or each
-    folder's own images when it has no test split), at most `limit` (default EVAL_IMAGES) per domain."""
+@dataclass
+class EvalData:
+    """What evaluation reads: both domains' images of the evaluated split (`a`, `b`; digits: with labels) and,
+    for translation data sets, every training image of both domains (uint8, squared like the test images, no
+    augmentation: what the domain judge learns from; None for digits)."""
+
+    a: DomainData
+    b: DomainData
+    train_a: np.ndarray | None = None
+    train_b: np.ndarray | None = None
+
+
+def load_eval_data(config: UNITConfig, split: str = "test", data_dir: str | None = None,
+                   limit: int | None = None) -> EvalData:
+    """The evaluation images of a run's data, each folder scanned and decoded once. Digits: both domains'
+    images of `split` (at most `limit` per domain). Translation data: the test images (or each folder's own
+    images when it has no test split), at most `limit` (default EVAL_IMAGES) per domain, and all training
+    images."""
     if is_image_dataset(config.data.dataset):
         if split != "test":
             raise UserError(f"translation data sets are evaluated on their test images; drop --split {split}")
         pair = _image_pair(config, train=False)
         limit = limit or EVAL_IMAGES
-        return (_unlabelled(pair.name_a, pair.test_images("a", limit)),
-                _unlabelled(pair.name_b, pair.test_images("b", limit)))
+        train_a, test_a = pair.train_and_test_images("a", limit)
+        train_b, test_b = pair.train_and_test_images("b", limit)
+        return EvalData(_unlabelled(pair.name_a, test_a), _unlabelled(pair.name_b, test_b), train_a, train_b)
     a, b = load_pair(config.data.dataset, split, data_dir or config.data.data_dir, config.model.image_size)
     if limit:
         a, b = (DomainData(d.name, d.images[:limit], d.labels[:limit]) for d in (a, b))
-    return a, b
-
-
-def load_train_images(config: UNITConfig, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A translation data set's training images of both domains (uint8, squared like its test images, at most
-    `limit` per domain): what evaluation's domain judge learns from."""
-    pair = _image_pair(config, train=False)
-    return pair.train_images("a", limit), pair.train_images("b", limit)
+    return EvalData(a, b)
