@@ -2,7 +2,7 @@
 closely, and where does it miss?
 
     python benchmarks/translation.py --minutes 10 --photos ../shared/data/cat2dog
-        [--tasks invert,sepia,photo_hue] [--split test|dev] [--preset small] [--image-size 32]
+        [--tasks invert,hue,photo_negative] [--split test|dev] [--preset small] [--image-size 32]
 
 Each task is its own training run of --minutes (same preset and --set overrides), one after another, in
 OUTPUT_DIR/<task>/, on two folders of DIFFERENT (unpaired) 48 px PNGs read through the image-folder pipeline
@@ -10,13 +10,16 @@ OUTPUT_DIR/<task>/, on two folders of DIFFERENT (unpaired) 48 px PNGs read throu
 
 - invert: A = bright shapes (ellipses, rectangles) of random colour on dark backgrounds, B = other such images
   colour-inverted. A -> B and B -> A: 255 - x.
-- sepia: A = grey shapes (the shapes' luminance) on darker grey, B = other grey shapes sepia-toned,
-  round(g * SEPIA) per channel. A -> B: the sepia tone; B -> A: the red channel on all three (exact: SEPIA's
-  red weight is 1).
-- photo_hue: natural photos (--photos: a CycleGAN-layout folder; trainA + trainB pooled, shuffled with a fixed
-  seed, halved) against their hue rotated by 120 degrees, the channel roll (R, G, B) -> (B, R, G) of the other
-  half. A -> B: the roll; B -> A: the inverse roll. Test images: testA + testB pooled, shuffled, halved.
-  Photos are centre-cropped to a square and resized (unit_tf/data/image_files.py).
+- hue: A = shapes in warm colours (hues within 60 degrees of red, saturated: bright shapes on dark backgrounds),
+  B = other such images hue-rotated by 120 degrees, the channel roll (R, G, B) -> (B, R, G) (greens and cyans).
+  A -> B: the roll; B -> A: the inverse roll.
+- photo_negative: natural photos (--photos: a CycleGAN-layout folder; trainA + trainB pooled, shuffled with a
+  fixed seed, halved) against the other half's negatives. A -> B and B -> A: 255 - x. Test images: testA + testB
+  pooled, shuffled, halved. Photos are centre-cropped to a square and resized (unit_tf/data/image_files.py).
+
+Every task changes every pixel a lot (identity_l1 far above the error of a good translation): a map that
+leaves most pixels alone (a mild tint of dark images, a hue turn of brownish photos) would be "learned" by
+the identity.
 
 --split dev measures on other held-out images, for tuning hyperparameters: shapes from other generator seeds;
 DEV_PHOTOS of the pooled training photos, which are held out of training in both splits (the training data
@@ -58,9 +61,11 @@ from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: 
 from unit_tf.errors import run_cli  # noqa: E402
 
 FILE_SIZE = 48  # the PNGs' size; training crops image_size from the resized images
-TASKS = ("invert", "sepia", "photo_hue")
-#: Per-channel (R, G, B) factors of the sepia tone; the red one is 1, so B -> A is exact.
-SEPIA = np.array([1.0, 0.8, 0.6])
+TASKS = ("invert", "hue", "photo_negative")
+PHOTO_TASK = "photo_negative"
+#: The hue task's domain A: hues (fractions of a turn) of both colours, saturation and value of shape and
+#: background.
+WARM_HUES, SATURATION, SHAPE_VALUE, BACKGROUND_VALUE = (0.0, 1 / 6), (0.6, 1.0), (0.75, 1.0), (0.2, 0.4)
 #: Hue rotation by 120 degrees: (R, G, B) -> (B, R, G), and back.
 ROLL, UNROLL = [2, 0, 1], [1, 2, 0]
 #: The photos' folder when --photos is not given (if it exists).
@@ -78,7 +83,7 @@ def parse_args(argv: list[str] | None) -> Any:
     parser = ArgumentParser(prog="benchmarks/translation.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget PER TASK")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma list of {', '.join(TASKS)}")
-    parser.add_argument("--photos", metavar="DIR", help="CycleGAN-layout folder for photo_hue (default "
+    parser.add_argument("--photos", metavar="DIR", help=f"CycleGAN-layout folder for {PHOTO_TASK} (default "
                         "../shared/data/cat2dog from the repository root, if it exists)")
     parser.add_argument("--split", choices=("test", "dev"), default="test",
                         help="held-out images measured: test, or dev (for tuning hyperparameters)")
@@ -92,25 +97,43 @@ def parse_args(argv: list[str] | None) -> Any:
     unknown = [t for t in args.tasks if t not in TASKS]
     if unknown or not args.tasks or len(set(args.tasks)) != len(args.tasks):
         parser.error(f"--tasks must be distinct names among {', '.join(TASKS)}, got {','.join(args.tasks)}")
-    if "photo_hue" in args.tasks:
+    if PHOTO_TASK in args.tasks:
         if args.photos is None and DEFAULT_PHOTOS.is_dir():
             args.photos = str(DEFAULT_PHOTOS.resolve())
         if args.photos is None:
-            parser.error(f"task photo_hue needs photos and {DEFAULT_PHOTOS} does not exist: pass --photos DIR "
-                         "(a CycleGAN-layout folder: trainA, trainB, testA, testB) or drop photo_hue from --tasks")
+            parser.error(f"task {PHOTO_TASK} needs photos and {DEFAULT_PHOTOS} does not exist: pass --photos DIR "
+                         f"(a CycleGAN-layout folder: trainA, trainB, testA, testB) or drop {PHOTO_TASK} from --tasks")
         root = Path(args.photos)
         needed = ("trainA", "trainB") + (("testA", "testB") if args.split == "test" else ())
         missing = [name for name in needed if not (root / name).is_dir()]
         if missing:
             parser.error(f"--photos {root} has no {' or '.join(missing)} folder; pass a folder in the CycleGAN "
-                         "layout (trainA, trainB, testA, testB) or drop photo_hue from --tasks")
+                         f"layout (trainA, trainB, testA, testB) or drop {PHOTO_TASK} from --tasks")
     return args
 
 
 # ---------------------------------------------------------------------------------------------- the data
 
-def shapes(n: int, size: int, seed: int) -> np.ndarray:
-    """n RGB images: one bright ellipse or rectangle of random colour on a dark random-colour background."""
+def dark_and_bright(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The invert task's colours: a dark random background, a bright random shape colour."""
+    return rng.integers(0, 70, 3), rng.integers(180, 256, 3)
+
+
+def warm(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The hue task's colours: saturated warm hues (WARM_HUES), a dark background and a bright shape."""
+    import colorsys
+
+    def colour(value: tuple[float, float]) -> np.ndarray:
+        h, s, v = rng.uniform(*WARM_HUES), rng.uniform(*SATURATION), rng.uniform(*value)
+        return np.round(np.array(colorsys.hsv_to_rgb(h, s, v)) * 255)
+
+    return colour(BACKGROUND_VALUE), colour(SHAPE_VALUE)
+
+
+def shapes(n: int, size: int, seed: int,
+           colours: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]] = dark_and_bright) -> np.ndarray:
+    """n RGB images: one ellipse or rectangle on a flat background, colours (background, shape) from `colours`;
+    default: bright random colours on dark ones."""
     rng = np.random.default_rng(seed)
     rows, cols = np.mgrid[0:size, 0:size] + 0.5
     images = np.empty((n, size, size, 3), np.uint8)
@@ -121,25 +144,10 @@ def shapes(n: int, size: int, seed: int) -> np.ndarray:
             mask = ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1.0
         else:
             mask = (np.abs(rows - cy) <= ry) & (np.abs(cols - cx) <= rx)
-        images[i] = rng.integers(0, 70, 3)
-        images[i][mask] = rng.integers(180, 256, 3)
+        background, shape = colours(rng)
+        images[i] = background
+        images[i][mask] = shape
     return images
-
-
-def grey(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> its luminance (ITU-R 601, as PIL's "L") on all three channels."""
-    luma = np.round(images.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
-    return np.repeat(np.clip(luma, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-
-
-def sepia(images: np.ndarray) -> np.ndarray:
-    """uint8 grey (R = G = B) -> sepia-toned: round(g * SEPIA) per channel."""
-    return np.clip(np.round(images[..., :1].astype(np.float64) * SEPIA), 0, 255).astype(np.uint8)
-
-
-def red_to_grey(images: np.ndarray) -> np.ndarray:
-    """The inverse of sepia: the red channel on all three."""
-    return np.repeat(images[..., :1], 3, axis=-1)
 
 
 def invert(images: np.ndarray) -> np.ndarray:
@@ -175,14 +183,12 @@ class Task:
 
 
 def shape_task(name: str, images: int, test_images: int, size: int, split: str) -> Task:
-    """invert or sepia: today's shapes generator and seeds (so invert's numbers stay comparable)."""
+    """invert (today's shapes generator and seeds, so its numbers stay comparable) or hue."""
     (train_a, train_b), (test_a, test_b) = SHAPE_SEEDS["train"], SHAPE_SEEDS[split]
-    if name == "invert":
-        base, to_b, to_a = (lambda x: x), invert, invert
-    else:
-        base, to_b, to_a = grey, sepia, red_to_grey
-    return Task(base(shapes(images, FILE_SIZE, train_a)), to_b(base(shapes(images, FILE_SIZE, train_b))),
-                base(shapes(test_images, size, test_a)), to_b(base(shapes(test_images, size, test_b))), to_b, to_a)
+    colours, to_b, to_a = (dark_and_bright, invert, invert) if name == "invert" else (warm, roll, unroll)
+    return Task(shapes(images, FILE_SIZE, train_a, colours), to_b(shapes(images, FILE_SIZE, train_b, colours)),
+                shapes(test_images, size, test_a, colours), to_b(shapes(test_images, size, test_b, colours)), to_b,
+                to_a)
 
 
 def load_photos(paths: list[Path], size: int) -> np.ndarray:
@@ -207,7 +213,8 @@ def shuffled_halves(paths: list[Path], seed: int) -> tuple[list[Path], list[Path
 
 
 def photo_task(folder: str, images: int, test_images: int, size: int, split: str) -> Task:
-    """photo_hue: pooled trainA + trainB shuffled; DEV_PHOTOS held out; the rest halved: A as-is, B rolled."""
+    """photo_negative: pooled trainA + trainB shuffled; DEV_PHOTOS held out; the rest halved: A as-is, B
+    inverted."""
     from unit_tf.data.image_files import list_images
 
     root = Path(folder)
@@ -226,14 +233,14 @@ def photo_task(folder: str, images: int, test_images: int, size: int, split: str
     if not (train_a and eval_a):
         from unit_tf.errors import UserError
 
-        raise UserError(f"--photos {root} has too few photos for photo_hue (training {len(train)}, "
+        raise UserError(f"--photos {root} has too few photos for {PHOTO_TASK} (training {len(train)}, "
                         f"{split} {len(eval_a) + len(eval_b)}); pass a bigger folder")
-    return Task(load_photos(train_a, FILE_SIZE), roll(load_photos(train_b, FILE_SIZE)),
-                load_photos(eval_a, size), roll(load_photos(eval_b, size)), roll, unroll)
+    return Task(load_photos(train_a, FILE_SIZE), invert(load_photos(train_b, FILE_SIZE)),
+                load_photos(eval_a, size), invert(load_photos(eval_b, size)), invert, invert)
 
 
 def make_task(name: str, args: Any) -> Task:
-    if name == "photo_hue":
+    if name == PHOTO_TASK:
         return photo_task(args.photos, args.images, args.test_images, args.image_size, args.split)
     return shape_task(name, args.images, args.test_images, args.image_size, args.split)
 
@@ -387,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = {name: run_task(name, args, output_root, precision) for name in args.tasks}
     result = {"preset": args.preset, "image_size": args.image_size, "precision": precision,
               "minutes": args.minutes, "split": args.split, "hardware": desc,
-              "photos": args.photos if "photo_hue" in args.tasks else None, "tasks": tasks}
+              "photos": args.photos if PHOTO_TASK in args.tasks else None, "tasks": tasks}
     print(json.dumps(result), flush=True)
     return 0
 
