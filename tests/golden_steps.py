@@ -36,14 +36,16 @@ import keras  # noqa: E402
 from helpers import StepLogs, write_digit_dirs  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from unit_tf.config import OFFICIAL_DA_LOSSES, resolve_config  # noqa: E402
+from unit_tf.config import OFFICIAL_DA_LOSSES, OFFICIAL_GENERATOR, resolve_config  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "steps.json"
 COMMON = {"train.steps": 2, "train.seed": 7, "train.deterministic": True, "train.log_every": 1,
           "train.checkpoint_every": 1000, "train.sample_every": 1000}
 # name -> (dataset, preset, overrides): the digit DA recipe, the official DA losses (reconstructions as fakes,
 # SSE, summed KL), the paper's translation losses on the digit networks (cycle stream), the residual `small`
-# preset, and its multi-scale, no-reconstruction-stream LSGAN ablation.
+# preset with the official generators (OFFICIAL_GENERATOR: recorded before the fidelity switches existed, so
+# these cases also prove the official values rebuild the official networks exactly), its multi-scale,
+# no-reconstruction-stream LSGAN ablation, and `small` as it is (its fidelity defaults).
 CASES = {
     "digits_da_small": ("svhn_mnist", "digits_da_small",
                         {"data.batch_size": 16, "train.classifier_warmup_steps": 2}),
@@ -51,9 +53,11 @@ CASES = {
                                         {**OFFICIAL_DA_LOSSES, "data.batch_size": 16,
                                          "train.classifier_warmup_steps": 2}),
     "digits_small": ("usps_mnist", "digits_small", {"data.batch_size": 16}),
-    "small": ("folders", "small", {"data.batch_size": 2}),
-    "small_multiscale_ablation": ("folders", "small", {"data.batch_size": 2, "model.dis_scales": 2,
-                                                       "loss.recon_stream": False, "loss.gan_type": "lsgan"}),
+    "small": ("folders", "small", {**OFFICIAL_GENERATOR, "data.batch_size": 2}),
+    "small_multiscale_ablation": ("folders", "small", {**OFFICIAL_GENERATOR, "data.batch_size": 2,
+                                                       "model.dis_scales": 2, "loss.recon_stream": False,
+                                                       "loss.gan_type": "lsgan"}),
+    "small_fidelity": ("folders", "small", {"data.batch_size": 2}),
 }
 
 

@@ -1,4 +1,4 @@
-"""The refactor guard: a few deterministic training steps of five presets reproduce tests/golden/steps.json."""
+"""The refactor guard: a few deterministic training steps of each recorded case reproduce tests/golden/steps.json."""
 
 from __future__ import annotations
 

@@ -81,6 +81,7 @@ ABLATIONS = {
     "resize_conv": ({"model.upsample": "resize_conv"}, (1, 1, 0)),
     "layer_norm_decoder": ({"model.decoder_norm": "layer"}, (1, 1, 0)),
     "no_decoder_norm": ({"model.decoder_norm": "none"}, (1, 1, 0)),
+    "layer_norm_encoder": ({"model.encoder_norm": "layer"}, (1, 1, 0)),
     "edge": ({"loss.edge": 10.0}, (1, 1, 0)),
     "official_generator": ({"model.upsample": "transposed", "model.decoder_norm": "instance"}, (1, 1, 0)),
 }
@@ -174,7 +175,8 @@ def test_translation_presets():
 
 
 FIDELITY = {"resize_conv": {"model.upsample": "resize_conv"}, "layer_norm": {"model.decoder_norm": "layer"},
-            "no_norm": {"model.decoder_norm": "none"}, "edge": {"loss.edge": 10.0}}
+            "no_norm": {"model.decoder_norm": "none", "model.encoder_norm": "none"}, "edge": {"loss.edge": 10.0},
+            "encoder_layer_norm": {"model.encoder_norm": "layer"}}
 
 
 @pytest.mark.parametrize("name", list(FIDELITY))
@@ -272,3 +274,33 @@ def test_edge_loss_prices_edges_not_flat_offsets():
 def test_edge_term_needs_an_image_stream():
     with pytest.raises(UserError, match="loss.edge sharpens"):
         build_model(tiny_translation_config(**{"loss.edge": 1.0, "loss.recon_stream": False, "loss.cycle": False}))
+
+
+@pytest.mark.parametrize("preset", ["small", "photo_64", "translation_128", "translation_256"])
+def test_official_values_rebuild_the_official_generators(preset):
+    from unit_tf.config import OFFICIAL_GENERATOR
+
+    config = UNITConfig(preset=preset)
+    apply_overrides(config, {**PRESETS[preset], **OFFICIAL_GENERATOR, "model.image_size": 16, "model.dis_layers": 2})
+    config.model.channels_a = config.model.channels_b = 3
+    model = build_model(config)
+    model(_batch())
+    assert config.loss.edge == 0.0 and "edge" not in term_names(config.loss)
+    transposed = _layers_of(model.generator, keras.layers.Conv2DTranspose)
+    assert len(transposed) == 2 * config.model.n_downsample
+    assert all(t.kernel_size == (4, 4) and t.strides == (2, 2) for t in transposed)
+    assert not _layers_of(model.generator, keras.layers.UpSampling2D)
+    norms = _layers_of(model.generator, keras.layers.GroupNormalization)
+    assert norms and all(n.groups == n.beta.shape[0] and not n.scale for n in norms)  # instance norm, no scale
+    enc_norms = _layers_of(model.encoder, keras.layers.GroupNormalization)
+    assert enc_norms and all(n.groups == n.beta.shape[0] and not n.scale for n in enc_norms)
+
+
+def test_generator_switches_are_for_the_residual_networks_only():
+    from unit_tf.config import validate
+
+    for key, value in (("upsample", "resize_conv"), ("encoder_norm", "layer"), ("decoder_norm", "layer")):
+        config = UNITConfig()  # the digit networks
+        setattr(config.model, key, value)
+        with pytest.raises(UserError, match="choose the residual translation networks"):
+            validate(config)

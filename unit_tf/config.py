@@ -51,11 +51,14 @@ class ModelConfig:
     res_blocks: int = 4
     dis_layers: int = 4  # discriminator depth: stride-2 3x3 conv + LeakyReLU layers before the 1x1 logit conv
     dis_scales: int = 1  # multi-scale discriminators: one per scale, each on a 2x average-pooled input
-    # Generator fidelity switches (residual networks; defaults = the official networks): how the decoder doubles
-    # the resolution, "transposed" (official 4x4/2 transposed convs) | "resize_conv" (nearest 2x resize + 3x3 conv,
-    # Odena et al. 2016: no checkerboard), and the generators' normalization, "instance" (official) | "layer"
-    # (MUNIT's decoder LayerNorm: keeps each image's colour statistics) | "none".
+    # Fidelity switches of the residual encoders / generators (defaults = the official networks): how the decoder
+    # doubles the resolution, "transposed" (official 4x4/2 transposed convs) | "resize_conv" (nearest 2x resize +
+    # 3x3 conv, Odena et al. 2016: no checkerboard), and the normalization of the encoders' and the decoders'
+    # (generators') layers, "instance" (official; removes every feature map's own mean, and with it the colour of
+    # flat regions) | "layer" (MUNIT's decoder LayerNorm: one mean and variance per image, so colour survives) |
+    # "none".
     upsample: str = "transposed"
+    encoder_norm: str = "instance"
     decoder_norm: str = "instance"
     # Fast paths (unit_tf.fast: small convs as matmuls, TF's fused batch-norm and Adam kernels): exact rewrites
     # with the same variables, so this changes how fast a run is, not what it is. auto: on when TensorFlow sees
@@ -205,9 +208,9 @@ ON_NAN = ("stop", "skip-step")
 #: model.fast_paths: "auto" (the rewrites of unit_tf.fast where measured faster: CPUs, not GPUs) or "off".
 FAST_PATHS = ("auto", "off")
 
-#: model.upsample and model.decoder_norm (residual generators; the first of each is the official network).
+#: model.upsample and model.encoder_norm / decoder_norm (residual networks; the first of each is the official one).
 UPSAMPLING = ("transposed", "resize_conv")
-DECODER_NORMS = ("instance", "layer", "none")
+GENERATOR_NORMS = ("instance", "layer", "none")
 
 #: Network families (model.architecture): the paper's 32x32 digit networks and its residual translation networks.
 ARCHITECTURES = ("digits", "residual")
@@ -294,6 +297,11 @@ TRANSLATION_SETTINGS: dict[str, Any] = {
     "optimizer.weight_decay": 1e-4,
     "train.steps": 500000,
 }
+
+# The official networks and losses on the fidelity switches (the dataclass defaults): `--set` these on a
+# translation preset to train the official version_02 COCOResGen2 generators without the edge term.
+OFFICIAL_GENERATOR: dict[str, Any] = {"model.upsample": "transposed", "model.encoder_norm": "instance",
+                                      "model.decoder_norm": "instance", "loss.edge": 0.0}
 
 # Presets: named sets of overrides of the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -541,7 +549,8 @@ def validate(config: UNITConfig) -> None:
                "model.architecture": (config.model.architecture, ARCHITECTURES),
                "model.fast_paths": (config.model.fast_paths, FAST_PATHS),
                "model.upsample": (config.model.upsample, UPSAMPLING),
-               "model.decoder_norm": (config.model.decoder_norm, DECODER_NORMS),
+               "model.encoder_norm": (config.model.encoder_norm, GENERATOR_NORMS),
+               "model.decoder_norm": (config.model.decoder_norm, GENERATOR_NORMS),
                "optimizer.schedule": (config.optimizer.schedule, SCHEDULES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -579,6 +588,11 @@ def validate(config: UNITConfig) -> None:
                         f"and B {config.model.channels_b}: set loss.identity=0")
     if config.model.architecture == "residual":
         check_residual_geometry(config.model)
+    elif (config.model.upsample, config.model.encoder_norm, config.model.decoder_norm) != (
+            "transposed", "instance", "instance"):
+        raise UserError("model.upsample, model.encoder_norm and model.decoder_norm choose the residual translation "
+                        "networks; the digit networks have their own (transposed convs, batch norm): leave them at "
+                        "transposed and instance")
     if not 0.0 <= config.train.time_limit_minutes < float("inf"):
         raise UserError(f"train.time_limit_minutes must be >= 0, got {config.train.time_limit_minutes}")
     if config.train.precision not in PRECISION_CHOICES:

@@ -228,9 +228,10 @@ def _gaussian_init() -> LayerSpec:
 
 def _residual_encoder_specs(cfg: ModelConfig) -> list[LayerSpec]:
     """Official COCOResGen2 encoder: 7x7/1 conv + LeakyReLU, n_downsample 3x3/2 conv + IN + ReLU, then
-    res_blocks instance-norm residual blocks. Latent: [N, size / 2^n, size / 2^n, gen_ch * 2^n]."""
+    res_blocks instance-norm residual blocks (model.encoder_norm: another norm). Latent: [N, size / 2^n,
+    size / 2^n, gen_ch * 2^n]."""
     c = cfg.gen_ch
-    norm = dict(norm="instance", bn_epsilon=cfg.bn_epsilon, fast_paths=cfg.fast_paths, **_gaussian_init())
+    norm = dict(norm=cfg.encoder_norm, bn_epsilon=cfg.bn_epsilon, fast_paths=cfg.fast_paths, **_gaussian_init())
     specs = [dict(filters=c, kernel_size=7, padding=3, activation="leaky_relu", leaky_slope=cfg.leaky_slope,
                   fast_paths=cfg.fast_paths, **_gaussian_init())]
     for _ in range(cfg.n_downsample):
