@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from helpers import tiny_translation_config
 
-from unit_tf.config import PRESETS, UNITConfig, apply_overrides, translation_preset
+from unit_tf.config import OFFICIAL_GENERATOR, PRESETS, UNITConfig, apply_overrides, translation_preset
 from unit_tf.errors import UserError
 from unit_tf.layers import ResidualBlock
 from unit_tf.losses import term_names
@@ -32,7 +32,7 @@ def _network_paths(net, domain: str) -> set[str]:
 
 
 def test_shapes_latent_and_instance_norm():
-    config = tiny_translation_config()
+    config = tiny_translation_config(**OFFICIAL_GENERATOR)  # the official networks: instance norm throughout
     model = build_model(config)
     x = _batch(3)
     z = model.encode(x["x_a"], "a")
@@ -83,7 +83,7 @@ ABLATIONS = {
     "no_decoder_norm": ({"model.decoder_norm": "none"}, (1, 1, 0)),
     "layer_norm_encoder": ({"model.encoder_norm": "layer"}, (1, 1, 0)),
     "edge": ({"loss.edge": 10.0}, (1, 1, 0)),
-    "official_generator": ({"model.upsample": "transposed", "model.decoder_norm": "instance"}, (1, 1, 0)),
+    "official_generator": (OFFICIAL_GENERATOR, (1, 1, 0)),
 }
 
 
@@ -157,6 +157,20 @@ def test_residual_model_round_trips_through_get_config():
     assert ResidualBlock.from_config(block.get_config()).get_config() == block.get_config()
 
 
+def test_translation_presets_use_the_fidelity_defaults():
+    from unit_tf.config import FIDELITY_DEFAULTS
+
+    for name in ("small", "translation_128", "translation_256"):
+        config = UNITConfig(preset=name)
+        apply_overrides(config, PRESETS[name])
+        assert (config.model.upsample, config.model.encoder_norm, config.model.decoder_norm) == (
+            FIDELITY_DEFAULTS["model.upsample"], FIDELITY_DEFAULTS["model.encoder_norm"],
+            FIDELITY_DEFAULTS["model.decoder_norm"]) == ("resize_conv", "layer", "layer")
+    # The dataclass defaults (what a config.json written before the switches existed resolves to) stay official.
+    assert (UNITConfig().model.upsample, UNITConfig().model.encoder_norm, UNITConfig().loss.edge) == (
+        "transposed", "instance", 0.0)
+
+
 def test_translation_presets():
     for name, size, layers in (("translation_256", 256, 6), ("translation_128", 128, 5), ("small", 32, 3)):
         config = UNITConfig(preset=name)
@@ -205,18 +219,18 @@ def _layers_of(net, kind) -> list:
 
 
 def test_generator_switches_build_the_chosen_layers():
-    official = build_model(tiny_translation_config(**{"model.upsample": "transposed",
-                                                       "model.decoder_norm": "instance"}))
+    official = build_model(tiny_translation_config(**OFFICIAL_GENERATOR))
     official(_batch())
     assert len(_layers_of(official.generator, keras.layers.Conv2DTranspose)) == 2 * 2 - 0  # 2 per domain, private
     assert not _layers_of(official.generator, keras.layers.UpSampling2D)
-    ours = build_model(tiny_translation_config(**{"model.upsample": "resize_conv", "model.decoder_norm": "layer"}))
+    ours = build_model(tiny_translation_config(**{"model.upsample": "resize_conv", "model.decoder_norm": "layer",
+                                                  "model.encoder_norm": "instance"}))
     ours(_batch())
     assert not _layers_of(ours.generator, keras.layers.Conv2DTranspose)
     assert len(_layers_of(ours.generator, keras.layers.UpSampling2D)) == 2 * 2
     gen_norms = _layers_of(ours.generator, keras.layers.GroupNormalization)
     assert gen_norms and all(n.groups == 1 and n.scale for n in gen_norms)  # layer norm, per-channel affine
-    enc_norms = _layers_of(ours.encoder, keras.layers.GroupNormalization)  # the encoder keeps instance norm
+    enc_norms = _layers_of(ours.encoder, keras.layers.GroupNormalization)  # the encoder follows its own switch
     assert enc_norms and all(n.groups == n.beta.shape[0] and not n.scale for n in enc_norms)
     bare = build_model(tiny_translation_config(**{"model.decoder_norm": "none"}))
     bare(_batch())
@@ -278,8 +292,6 @@ def test_edge_term_needs_an_image_stream():
 
 @pytest.mark.parametrize("preset", ["small", "photo_64", "translation_128", "translation_256"])
 def test_official_values_rebuild_the_official_generators(preset):
-    from unit_tf.config import OFFICIAL_GENERATOR
-
     config = UNITConfig(preset=preset)
     apply_overrides(config, {**PRESETS[preset], **OFFICIAL_GENERATOR, "model.image_size": 16, "model.dis_layers": 2})
     config.model.channels_a = config.model.channels_b = 3
