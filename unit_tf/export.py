@@ -9,18 +9,21 @@ Signatures (all deterministic: the latent mean, no sampling noise; inference-mod
     classify_a, classify_b (domain-adaptation runs: the digit classifier through D_a / D_b)
         input  `images` as above, of that domain
         output `probabilities` float32 [batch, num_classes], `classes` int32 [batch]
+    <each of the above>_encoded: the same over encoded images (unit_tf.serving)
+        input  `image_bytes` string [batch]: JPEG / PNG / BMP / GIF bytes
+        output `image_bytes` string [batch]: PNG bytes at the input's size (classify: as above)
 The batch dimension is free and C is the domain's channels. Residual (translation) networks are fully
 convolutional: H and W are free too (each at least 2^model.n_downsample; the signature reflect-pads them to a
 multiple of it and crops the result back), and the images are translated at the size given (resize them
-first: training resized shorter sides to data.load_size). Digit networks take H = W = the training size.
-assets.extra/signatures.json lists every signature's shapes (null: free).
+first: training resized shorter sides to data.load_size; the encoded signatures do this themselves). Digit
+networks take H = W = the training size. assets.extra/signatures.json lists every signature's shapes (null:
+free); assets.extra/tf_serving_warmup_requests one warm-up request per signature.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -31,15 +34,14 @@ import tensorflow as tf
 
 from unit_tf.errors import UserError
 from unit_tf.model import UNIT
-
-VERSION_PATTERN = re.compile(r"^\d+$")
-
-
-def existing_versions(root: Path) -> list[int]:
-    """Integer version folders under a model folder (what TF Serving watches)."""
-    if not root.is_dir():
-        return []
-    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name))
+from unit_tf.serving import (
+    BYTES_KEY,
+    ENCODED_SUFFIX,
+    encoded_classify_fn,
+    encoded_translation_fn,
+    existing_versions,
+    write_warmup_requests,
+)
 
 
 def next_version(root: Path) -> int:
@@ -74,6 +76,14 @@ def signature_specs(model: UNIT) -> dict[str, dict[str, Any]]:
                 "outputs": {"probabilities": {"dtype": "float32", "shape": [None, cfg.num_classes]},
                             "classes": {"dtype": "int32", "shape": [None]}},
             }
+    for name, spec in list(specs.items()):
+        source = {"dtype": "string", "shape": [None], "channels": channels[spec["source"]],
+                  "format": "JPEG, PNG, BMP or GIF bytes"}
+        encoded = {**spec, "inputs": {BYTES_KEY: source}}
+        if "target" in spec:
+            encoded["outputs"] = {BYTES_KEY: {"dtype": "string", "shape": [None], "channels": channels[spec["target"]],
+                                              "format": "PNG bytes, the input's width x height"}}
+        specs[name + ENCODED_SUFFIX] = encoded
     return specs
 
 
@@ -101,18 +111,32 @@ def _classify_fn(model: UNIT, domain: str) -> Callable[[tf.Tensor], dict[str, tf
     return serve
 
 
+def _serving_fn(model: UNIT, name: str, spec: dict[str, Any]) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """The function behind signature `name` (float or encoded images)."""
+    fn = (_translation_fn(model, spec["source"], spec["target"]) if "target" in spec
+          else _classify_fn(model, spec["source"]))
+    if not name.endswith(ENCODED_SUFFIX):
+        return fn
+    cfg = model.unit_config
+    channels = spec["inputs"][BYTES_KEY]["channels"]
+    if "target" not in spec:
+        return encoded_classify_fn(fn, channels, cfg.model.image_size)
+    from unit_tf.translate import training_scale
+
+    if model.size_multiple:  # fully convolutional: shorter side to the training scale, aspect kept
+        return encoded_translation_fn(fn, channels, training_scale(cfg), None)
+    return encoded_translation_fn(fn, channels, None, cfg.model.image_size)
+
+
 def build_archive(model: UNIT) -> keras.export.ExportArchive:
     """An ExportArchive whose first endpoint (`a_to_b`) is also `serving_default`."""
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, spec in signature_specs(model).items():
-        shape = spec["inputs"]["images"]["shape"]
-        archive.add_endpoint(
-            name=name,
-            fn=(_translation_fn(model, spec["source"], spec["target"]) if "target" in spec
-                else _classify_fn(model, spec["source"])),
-            input_signature=[tf.TensorSpec(shape, tf.float32, name="images")],
-        )
+        (key, tensor), = spec["inputs"].items()
+        dtype = tf.string if tensor["dtype"] == "string" else tf.float32
+        archive.add_endpoint(name=name, fn=_serving_fn(model, name, spec),
+                             input_signature=[tf.TensorSpec(tensor["shape"], dtype, name=key)])
     return archive
 
 
@@ -138,7 +162,9 @@ def export_model(model: UNIT, output: str | Path, version: int | None = None) ->
         build_archive(model).write_out(str(tmp), verbose=False)
         extra = tmp / "assets.extra"
         extra.mkdir(exist_ok=True)
-        (extra / "signatures.json").write_text(json.dumps(signature_specs(model), indent=2) + "\n")
+        specs = signature_specs(model)
+        (extra / "signatures.json").write_text(json.dumps(specs, indent=2) + "\n")
+        write_warmup_requests(tmp, specs, model.unit_config.model.image_size)
         os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -2,6 +2,10 @@
 
     python -m unit_tf.translate --run-dir R --direction a2b|b2a --input DIR_OR_FILE --output DIR
         [--size input|model] [--scale N] [--batch-size N] [--overwrite] [--step N]
+    python -m unit_tf.translate --saved-model saved_models/NAME/1 --direction a2b --input ... --output DIR
+
+--saved-model uses an export's `<direction>_encoded` signature (unit_tf.serving) instead of a run directory:
+the same decoding and scaling, written at each input's own size.
 
 Every jpg/jpeg/png/bmp/webp/gif under --input (searched recursively; other files are ignored) is decoded as
 training decodes (unit_tf.data.image_files: EXIF orientation applied, alpha dropped, a GIF's first frame) to the
@@ -216,6 +220,35 @@ def _chunks(jobs: Sequence[Job], size: int) -> Iterator[Sequence[Job]]:
         yield jobs[start:start + size]
 
 
+def _run_jobs(jobs: Sequence[Job], batch_size: int, progress: bool, prepare: Callable[[Image.Image], object],
+              translate_batch: Callable[[list], list[np.ndarray]]) -> TranslationResult:
+    """Read each job's image and `prepare` it (unreadable ones skipped), translate a batch at a time with
+    `translate_batch` (prepared images -> uint8 H x W x C), write the results; a UserError if none could be read."""
+    if batch_size <= 0:
+        raise UserError(f"batch size must be positive, got {batch_size}")
+    result = TranslationResult()
+    bar = Progress(len(jobs), progress and len(jobs) > batch_size)
+    done = 0
+    for chunk in _chunks(jobs, batch_size):
+        prepared, kept = [], []
+        for job in chunk:
+            try:
+                prepared.append(prepare(load_image(job.source)))
+            except UnreadableImage:
+                result.skipped.append(job.source)
+                continue
+            kept.append(job)
+        if prepared:
+            for job, pixels in zip(kept, translate_batch(prepared), strict=True):
+                result.written.append(write_image(pixels, job.target))
+        done += len(chunk)
+        bar.update(done)
+    if not result.written:
+        raise UserError(f"none of the {len(jobs)} input image(s) could be read ({skip_names(result.skipped)}); "
+                        "pass valid image files")
+    return result
+
+
 def translate_files(model: UNIT, jobs: Sequence[Job], direction: str = "a2b", size: str = "input",
                     batch_size: int = 16, progress: bool = False, scale: int | None = None) -> TranslationResult:
     """Translate each job's image and write it; unreadable inputs are skipped (listed in the result), and a
@@ -225,8 +258,6 @@ def translate_files(model: UNIT, jobs: Sequence[Job], direction: str = "a2b", si
         raise UserError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if size not in SIZES:
         raise UserError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
-    if batch_size <= 0:
-        raise UserError(f"batch size must be positive, got {batch_size}")
     cfg = model.unit_config.model
     multiple = model.size_multiple
     if multiple is None and scale is not None:
@@ -239,35 +270,73 @@ def translate_files(model: UNIT, jobs: Sequence[Job], direction: str = "a2b", si
     source, target = DIRECTIONS[direction]
     source_channels = cfg.channels_a if source == "a" else cfg.channels_b
     translate = make_translator(model, source, target)
-    result = TranslationResult()
-    bar = Progress(len(jobs), progress and len(jobs) > batch_size)
-    done = 0
-    for chunk in _chunks(jobs, batch_size):
-        inputs, kept, sizes = [], [], []
-        for job in chunk:
-            try:
-                image = load_image(job.source)
-                inputs.append(preprocess(image, cfg.image_size, source_channels) if multiple is None
-                              else preprocess_scaled(image, scale, source_channels))  # type: ignore[arg-type]
-            except UnreadableImage:
-                result.skipped.append(job.source)
-                continue
-            kept.append(job)
-            sizes.append(image.size)
+
+    def prepare(image: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
+        x = (preprocess(image, cfg.image_size, source_channels) if multiple is None
+             else preprocess_scaled(image, scale, source_channels))  # type: ignore[arg-type]
+        return x, image.size
+
+    def translate_batch(prepared: list[tuple[np.ndarray, tuple[int, int]]]) -> list[np.ndarray]:
+        inputs = [x for x, _ in prepared]
         outputs: list[np.ndarray] = [np.empty(0)] * len(inputs)
         for shape in dict.fromkeys(x.shape for x in inputs):  # one model call per shape, in first-seen order
             group = [i for i, x in enumerate(inputs) if x.shape == shape]
             for i, y in zip(group, translate(np.stack([inputs[i] for i in group])).numpy(), strict=True):
                 outputs[i] = y
-        for job, image_size, y in zip(kept, sizes, outputs, strict=True):
-            pixels = postprocess(y, image_size if size == "input" else None)
-            result.written.append(write_image(pixels, job.target))
-        done += len(chunk)
-        bar.update(done)
-    if not result.written:
-        raise UserError(f"none of the {len(jobs)} input image(s) could be read ({skip_names(result.skipped)}); "
-                        "pass valid image files")
-    return result
+        return [postprocess(y, image_size if size == "input" else None)
+                for y, (_, image_size) in zip(outputs, prepared, strict=True)]
+
+    return _run_jobs(jobs, batch_size, progress, prepare, translate_batch)
+
+
+def saved_model_version(path: str | Path) -> Path:
+    """The SavedModel folder for --saved-model: the folder itself, or a model folder's highest version (as
+    TF Serving serves it)."""
+    from unit_tf.serving import existing_versions
+
+    root = Path(path)
+    if (root / "saved_model.pb").is_file():
+        return root
+    versions = existing_versions(root)
+    if versions and (root / str(versions[-1]) / "saved_model.pb").is_file():
+        return root / str(versions[-1])
+    raise UserError(f"--saved-model {root} is not a SavedModel (no saved_model.pb) nor a folder of numbered "
+                    "versions; pass an export such as saved_models/NAME/1")
+
+
+def translate_files_saved_model(export_dir: str | Path, jobs: Sequence[Job], direction: str = "a2b",
+                                batch_size: int = 16, progress: bool = False) -> TranslationResult:
+    """Translate with an exported model's `<direction>_encoded` signature (no run directory, no unit_tf model):
+    each image decoded as training decodes it (EXIF applied) to the domain's channels, sent as PNG, written at
+    its own size."""
+    import json
+
+    import tensorflow as tf
+
+    from unit_tf.serving import BYTES_KEY, ENCODED_SUFFIX
+
+    if direction not in DIRECTIONS:
+        raise UserError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    export_dir = saved_model_version(export_dir)
+    source, target = DIRECTIONS[direction]
+    name = f"{source}_to_{target}{ENCODED_SUFFIX}"
+    specs_path = export_dir / "assets.extra" / "signatures.json"
+    specs = json.loads(specs_path.read_text()) if specs_path.is_file() else {}
+    if name not in specs:
+        raise UserError(f"{export_dir} has no {name} signature (exported by an older version); export the run "
+                        "again with python -m unit_tf.export, or translate with --run-dir")
+    channels = specs[name]["inputs"][BYTES_KEY]["channels"]
+    serve = tf.saved_model.load(str(export_dir)).signatures[name]
+
+    def prepare(image: Image.Image) -> bytes:
+        return encode_image(to_channels(image, channels), ".png")  # lossless, upright, the domain's channels
+
+    def translate_batch(prepared: list[bytes]) -> list[np.ndarray]:
+        encoded = serve(**{BYTES_KEY: tf.constant(prepared)})[BYTES_KEY].numpy()
+        pixels = [np.asarray(Image.open(io.BytesIO(png))) for png in encoded]
+        return [p[..., None] if p.ndim == 2 else p for p in pixels]
+
+    return _run_jobs(jobs, batch_size, progress, prepare, translate_batch)
 
 
 def translate_paths(model: UNIT, input_path: str | Path, output_dir: str | Path, direction: str = "a2b",
@@ -289,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_tensorflow()
     p = ArgumentParser(prog=PROG, description="Translate image files with a trained UNIT run.")
-    p.add_argument("--run-dir", required=True, help="the --output-dir of a train.py run (its latest checkpoint)")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--run-dir", help="the --output-dir of a train.py run (its latest checkpoint)")
+    model.add_argument("--saved-model", metavar="DIR",
+                       help="an export (saved_models/NAME/1, or NAME for its highest version) instead of a run")
     p.add_argument("--direction", required=True, choices=list(DIRECTIONS), help="a2b: domain A to B; b2a: back")
     p.add_argument("--input", required=True, help="an image file, or a folder searched recursively")
     p.add_argument("--output", required=True, help="folder for the translations (same relative paths and names)")
@@ -302,12 +374,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step", type=non_negative_int,
                    help="use the checkpoint of this step (default: the latest; R/checkpoints/ckpt-<step>)")
     args = p.parse_args(argv)
+    if args.saved_model:
+        for flag, given in (("--step", args.step is not None), ("--scale", args.scale is not None),
+                            ("--size model", args.size == "model")):
+            if given:
+                raise UserError(f"{flag} needs --run-dir: an export translates at the training scale and writes "
+                                "each image at its own size; drop it or pass --run-dir")
+        saved_model_version(args.saved_model)
     jobs = plan_translation(args.input, args.output, args.overwrite)  # before TensorFlow: fast refusals
-    from unit_tf.runs import load_trained
+    if args.saved_model:
+        result = translate_files_saved_model(args.saved_model, jobs, args.direction, args.batch_size, progress=True)
+    else:
+        from unit_tf.runs import load_trained
 
-    model, _, _ = load_trained(args.run_dir, args.step)
-    result = translate_files(model, jobs, args.direction, args.size, args.batch_size, progress=True,
-                             scale=args.scale)
+        model, _, _ = load_trained(args.run_dir, args.step)
+        result = translate_files(model, jobs, args.direction, args.size, args.batch_size, progress=True,
+                                 scale=args.scale)
     if result.skipped:
         print(f"warning: skipped {len(result.skipped)} unreadable image(s): {skip_names(result.skipped)}",
               file=sys.stderr)
