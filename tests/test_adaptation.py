@@ -130,6 +130,40 @@ def test_target_labels_do_not_change_training(tmp_path):
     assert [r["source_accuracy"] for r in rows[0]] == [r["source_accuracy"] for r in rows[1]]
 
 
+def test_warm_up_progress_says_how_long_and_then_reports_every_n_steps(monkeypatch, capsys):
+    """The lines a log shows while the source-only warm-up runs: the estimate after a few timed steps (the
+    first, tracing step left out), then step, accuracy so far and time left every `every` steps."""
+    from unit_tf import callbacks
+
+    clock = iter([110.0 + 0.5 * i for i in range(100)])  # ends of steps 1..100: 2 steps/s after the first
+    monkeypatch.setattr(callbacks.time, "time", lambda: next(clock))
+    progress = callbacks.ProgressLines("Source-only classifier", 100, every=25)
+    progress.on_train_begin()
+    for step in range(1, 101):
+        progress.on_train_batch_end(step - 1, {"source_only_batch_accuracy": np.float32(step / 200)})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Source-only classifier: about 50 s for 100 steps (2.00 steps/s over steps 2-11)"
+    assert lines[1:] == [f"Source-only classifier step {n}/100 source_only_batch_accuracy={n / 200:.4g} 2.00 "
+                         f"steps/s, {left} s left" for n, left in ((25, 38), (50, 25), (75, 13), (100, 0))]
+    assert callbacks.format_duration(830) == "13 min 50 s" and callbacks.format_duration(7500) == "2 h 5 min"
+
+
+def test_a_logged_run_shows_the_warm_up_progress(tmp_path, capsys):
+    """Without a terminal, train() reports the warm-up as it does UNIT's steps (every train.log_every)."""
+    from unit_tf.training import train
+
+    data_dir = write_digit_dirs(tmp_path / "data", n_train=32, n_test=16)
+    config = da_config(**{"data.data_dir": str(data_dir), "train.steps": 1, "train.classifier_warmup_steps": 4})
+    train(config, tmp_path / "run", verbose=0)
+    out = capsys.readouterr().out
+    assert "Source-only classifier: 4 steps on labelled mnist before UNIT's first step" in out
+    assert "--set train.classifier_warmup_steps=N" in out
+    progress = [line for line in out.splitlines() if line.startswith("Source-only classifier step")]
+    assert [line.split()[3] for line in progress] == ["2/4", "4/4"]
+    assert all("source_only_batch_accuracy=" in line and line.endswith(" left") for line in progress)
+    assert "Source-only classifier: about " in out
+
+
 def test_evaluate_and_benchmark_end_to_end(tmp_path):
     data_dir = write_digit_dirs(tmp_path / "data", n_train=32, n_test=16)
     sets = [a for k, v in DA_TINY.items() if k != "train.eval_every" for a in ("--set", f"{k}={v}")]
