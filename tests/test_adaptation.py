@@ -200,9 +200,60 @@ def test_evaluate_and_benchmark_end_to_end(tmp_path):
     assert (eval_dir / "accuracy_vs_step.png").is_file() and (eval_dir / "source_only.json").is_file()
 
 
-def test_benchmark_rejects_bad_budget():
-    result = run_script("benchmarks/domain_adaptation.py", "--pair", "mnist_usps", "--minutes", "-1")
-    assert result.returncode == 2 and "--minutes" in result.stderr and "Traceback" not in result.stderr
+def test_benchmark_runs_each_seed_in_its_own_directory(tmp_path):
+    """--seeds: one JSON line per seed (the single-seed line plus the whole-budget source-only baseline), each
+    run in OUTPUT_DIR/seed_<N>, then the summary line."""
+    data_dir = write_digit_dirs(tmp_path / "data", n_train=32, n_test=16)
+    sets = [a for k, v in DA_TINY.items() for a in ("--set", f"{k}={v}")]
+    bench = run_script("benchmarks/domain_adaptation.py", "--pair", "mnist_usps", "--minutes", "0.02",
+                       "--seeds", "3,5", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), *sets)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    *per_seed, summary = [json.loads(line) for line in bench.stdout.strip().splitlines()]
+    assert [line["seed"] for line in per_seed] == [3, 5]
+    for line in per_seed:
+        run_dir = tmp_path / "runs" / f"seed_{line['seed']}"
+        assert line["run_dir"] == str(run_dir) and line["steps"] >= 1
+        assert json.loads((run_dir / "config.json").read_text())["train"]["seed"] == line["seed"]
+        assert adaptation.read_accuracy_csv(run_dir / "accuracy.csv")[-1]["target_accuracy"] == pytest.approx(
+            line["unit_accuracy"], abs=1e-4)
+        assert line["source_only_whole_budget_steps"] >= 1
+        assert 0.0 <= line["source_only_whole_budget_accuracy"] <= 1.0
+    assert summary["summary"] == "seeds" and summary["seeds"] == [3, 5]
+    units = [line["unit_accuracy"] for line in per_seed]
+    assert summary["unit_accuracy"]["min"] == min(units) and summary["unit_accuracy"]["max"] == max(units)
+    assert set(summary["source_only_whole_budget_accuracy"]) == {"mean", "std", "min", "max"}
+
+
+def test_seed_summary_is_mean_sample_std_min_max():
+    import importlib.util
+    import sys
+
+    from helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("da_benchmark", ROOT / "benchmarks" / "domain_adaptation.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    common = {"pair": "usps_mnist", "preset": "digits_da_small", "minutes": 30, "hardware": "cpu"}
+    lines = [{**common, "seed": seed, "unit_accuracy": unit, "source_only_accuracy": 0.7,
+              "source_only_whole_budget_accuracy": whole}
+             for seed, unit, whole in ((0, 0.90, 0.80), (1, 0.94, 0.82), (2, 0.95, 0.84))]
+    summary = bench.summarize_seeds(lines)
+    assert summary["seeds"] == [0, 1, 2] and summary["minutes"] == 30
+    assert summary["unit_accuracy"] == {"mean": 0.93, "std": 0.0265, "min": 0.90, "max": 0.95}
+    assert summary["source_only_accuracy"] == {"mean": 0.7, "std": 0.0, "min": 0.7, "max": 0.7}
+    assert summary["source_only_whole_budget_accuracy"] == {"mean": 0.82, "std": 0.02, "min": 0.80, "max": 0.84}
+    one = bench.summarize_seeds([{k: v for k, v in lines[0].items() if k != "source_only_whole_budget_accuracy"}])
+    assert one["unit_accuracy"]["std"] is None and "source_only_whole_budget_accuracy" not in one
+
+
+@pytest.mark.parametrize("flags, named", [(["--minutes", "-1"], "--minutes"),
+                                          (["--minutes", "1", "--seeds", "0,x"], "--seeds"),
+                                          (["--minutes", "1", "--seeds", "1,1"], "each seed once"),
+                                          (["--minutes", "1", "--seed", "0", "--seeds", "1,2"], "--seeds")])
+def test_benchmark_rejects_bad_budget_and_seeds(flags, named):
+    result = run_script("benchmarks/domain_adaptation.py", "--pair", "mnist_usps", *flags)
+    assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr
 
 
 def test_export_has_classifier_signatures(tmp_path):
