@@ -7,12 +7,18 @@ head on labelled source images, `train.classifier_warmup_steps` steps) is traine
 test split; UNIT then starts from it and trains until the budget is spent. The FINAL model is evaluated on
 the target test split (no checkpoint is chosen by target labels). Prints ONE JSON line on stdout; training
 logs go to stderr. The run directory (checkpoints, accuracy.csv, eval/) stays in --output-dir.
+
+`--seeds 0,1,2` repeats this per seed, each run in OUTPUT_DIR/seed_<N>, and by default also trains the
+source-only classifier alone for the whole budget (the second baseline; --minutes more per seed): one JSON
+line per seed as soon as it ends, then a summary line (mean, sample std, min, max over the seeds).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -38,8 +44,25 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--preset", default="digits_da_small",
                         help="config preset (default digits_da_small, the CPU budget recipe; digits_da = official "
                              "widths)")
-    parser.add_argument("--seed", type=int, default=0)
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="one run with this seed (default 0)")
+    seeds.add_argument("--seeds", type=seed_list, metavar="S1,S2,...",
+                       help="one run per seed, each in OUTPUT_DIR/seed_<N>: a JSON line per seed, then a summary")
+    parser.add_argument("--whole-budget-baseline", action=argparse.BooleanOptionalAction, default=None,
+                        help="per seed, also train the source-only classifier alone for the whole --minutes "
+                             "(doubles the time; default: on with --seeds, off with --seed)")
     return parse_budgeted_run(parser, argv)
+
+
+def seed_list(text: str) -> list[int]:
+    """--seeds: distinct integers separated by commas."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas (e.g. 0,1,2), got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"each seed once, got {text!r}")
+    return seeds
 
 
 def parse_budgeted_run(parser: ArgumentParser, argv: list[str] | None) -> Any:
@@ -75,33 +98,95 @@ def summarize(run_dir: Path, budget_minutes: float) -> dict[str, Any]:
     }
 
 
+SUMMARIZED = ("unit_accuracy", "source_only_accuracy", "source_only_whole_budget_accuracy")
+
+
+def summarize_seeds(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary line of a --seeds run: mean, sample std (n - 1; null for one seed), min and max of UNIT's
+    final target accuracy and of the two source-only baselines, over the seeds' lines."""
+    first = lines[0]
+    summary: dict[str, Any] = {"summary": "seeds", "pair": first["pair"], "preset": first["preset"],
+                               "minutes": first["minutes"], "seeds": [line["seed"] for line in lines]}
+    for key in SUMMARIZED:
+        values = [line[key] for line in lines if key in line]
+        if values:
+            std = statistics.stdev(values) if len(values) > 1 else None
+            summary[key] = {"mean": round(statistics.fmean(values), 4),
+                            "std": None if std is None else round(std, 4),
+                            "min": min(values), "max": max(values)}
+    summary["hardware"] = first["hardware"]
+    return summary
+
+
+def run_seed(args: Any, config: Any, run_dir: Path, whole_budget: bool) -> dict[str, Any]:
+    """One seed: the warm-up and UNIT within --minutes in `run_dir`, then (with `whole_budget`) the
+    source-only classifier alone for --minutes. Returns the seed's JSON line."""
+    from unit_tf.training import train
+
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON lines only
+        start = time.time()
+        model = train(config, run_dir, verbose=0, overwrite=bool(args.output_dir)).model
+        minutes = (time.time() - start) / 60
+        result = {"pair": args.pair, "preset": args.preset, "minutes": args.minutes, "seed": config.train.seed,
+                  "steps": int(model.g_optimizer.iterations.numpy()), "precision": config.train.precision}
+        result.update(summarize(run_dir, args.minutes))
+        if whole_budget:
+            print(f"Seed {config.train.seed}: the source-only classifier alone for {args.minutes:g} minutes",
+                  flush=True)
+            result.update(whole_budget_baseline(config, args.minutes))
+    result.update({"wall_minutes": round(minutes, 2), "hardware": describe(), "run_dir": str(run_dir)})
+    return result
+
+
+def whole_budget_baseline(config: Any, minutes: float) -> dict[str, Any]:
+    """The second baseline: the same classifier (fresh, seeded as the run) on labelled source images for the
+    whole budget, as benchmarks/source_only.py trains it."""
+    import keras
+
+    from unit_tf import adaptation
+    from unit_tf.data.pipeline import load_pair
+    from unit_tf.model import build_model
+
+    data, size = config.data, config.model.image_size
+    train_a, _ = load_pair(data.dataset, "train", data.data_dir, size)
+    test_a, test_b = load_pair(data.dataset, "test", data.data_dir, size)
+    keras.utils.set_random_seed(config.train.seed)
+    curve = adaptation.train_source_only_for(build_model(config), train_a, test_a, test_b, minutes,
+                                             data.batch_size, config.train.seed)
+    return {"source_only_whole_budget_steps": curve[-1]["step"],
+            "source_only_whole_budget_accuracy": curve[-1]["target_accuracy"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_tensorflow()
     from unit_tf.config import parse_set_flags, resolve_config
-    from unit_tf.training import train
+    from unit_tf.errors import UserError
 
-    desc, precision = describe(), resolve_precision(args.precision)
-    overrides = {"data.data_dir": args.data_dir, "train.seed": args.seed, "train.steps": 10**9,
-                 "train.time_limit_minutes": args.minutes, "train.precision": precision,
-                 "train.checkpoint_every": 10**9, "train.sample_every": 10**9}
-    overrides.update(parse_set_flags(args.set))
-    config = resolve_config(args.pair, args.preset, overrides={k: v for k, v in overrides.items() if v is not None})
-    if config.model.num_classes <= 0 or config.train.classifier_warmup_steps <= 0:
-        from unit_tf.errors import UserError
-
+    precision = resolve_precision(args.precision)
+    configs = []
+    for seed in args.seeds or [args.seed or 0]:
+        overrides = {"data.data_dir": args.data_dir, "train.seed": seed, "train.steps": 10**9,
+                     "train.time_limit_minutes": args.minutes, "train.precision": precision,
+                     "train.checkpoint_every": 10**9, "train.sample_every": 10**9}
+        overrides.update(parse_set_flags(args.set))
+        configs.append(resolve_config(args.pair, args.preset,
+                                      overrides={k: v for k, v in overrides.items() if v is not None}))
+    if configs[0].model.num_classes <= 0 or configs[0].train.classifier_warmup_steps <= 0:
         raise UserError(f"preset '{args.preset}' has no classifier head or source-only warm-up; use a digits_da* "
                         "preset")
-    run_dir = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix=f"da_{args.pair}_"))
-    start = time.time()
-    with contextlib.redirect_stdout(sys.stderr):
-        model = train(config, run_dir, verbose=0, overwrite=bool(args.output_dir)).model
-    minutes = (time.time() - start) / 60
-    result = {"pair": args.pair, "preset": args.preset, "minutes": args.minutes,
-              "steps": int(model.g_optimizer.iterations.numpy()), "precision": precision}
-    result.update(summarize(run_dir, args.minutes))
-    result.update({"wall_minutes": round(minutes, 2), "hardware": desc, "run_dir": str(run_dir)})
-    print(json.dumps(result), flush=True)
+    whole_budget = bool(args.seeds) if args.whole_budget_baseline is None else args.whole_budget_baseline
+    root = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix=f"da_{args.pair}_"))
+    lines = []
+    for config in configs:
+        run_dir = root / f"seed_{config.train.seed}" if args.seeds else root
+        if args.seeds:
+            print(f"Seed {config.train.seed} ({len(lines) + 1} of {len(configs)}): UNIT in {run_dir}",
+                  file=sys.stderr, flush=True)
+        lines.append(run_seed(args, config, run_dir, whole_budget))
+        print(json.dumps(lines[-1]), flush=True)
+    if args.seeds:
+        print(json.dumps(summarize_seeds(lines)), flush=True)
     return 0
 
 

@@ -3,7 +3,8 @@
     python benchmarks/source_only.py --pair usps_mnist --minutes 30 --data-dir ../shared/data
 
 Answers "would the baseline catch up with more training?": trains for the whole `--minutes` budget (the budget
-UNIT gets in benchmarks/domain_adaptation.py) and logs target test accuracy every `--eval-every` steps. Prints
+UNIT gets in benchmarks/domain_adaptation.py) and logs target test accuracy every `--eval-every` steps and at
+the deadline (benchmarks/domain_adaptation.py --seeds runs the same for each seed). Prints
 ONE JSON line: pair, preset, minutes, steps, final accuracies, the accuracy curve, hardware.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_tensorflow()
+    import keras
+
     from unit_tf import adaptation
     from unit_tf.config import resolve_config
     from unit_tf.data.pipeline import load_pair
@@ -53,20 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     size = config.model.image_size
     train_a, _ = load_pair(config.data.dataset, "train", config.data.data_dir, size)
     test_a, test_b = load_pair(config.data.dataset, "test", config.data.data_dir, size)
+    keras.utils.set_random_seed(args.seed)
     model = build_model(config)
-    trainer = adaptation.make_source_only_trainer(model)
-    deadline = time.time() + 60 * args.minutes
-    curve, steps = [], 0
-    while time.time() < deadline:
-        # One trainer throughout (Adam's moments carry on); each round draws a new shuffle seed.
-        adaptation.train_source_only(model, train_a, args.eval_every, config.data.batch_size, args.seed + steps,
-                                     trainer=trainer)
-        steps += args.eval_every
-        curve.append({"step": steps, "source_accuracy": round(adaptation.accuracy(model, test_a, "a"), 4),
-                      "target_accuracy": round(adaptation.accuracy(model, test_b, "a"), 4)})
-        print(f"step {steps}: source {curve[-1]['source_accuracy']}, target {curve[-1]['target_accuracy']}",
-              file=sys.stderr, flush=True)
-    points = curve
+    points = adaptation.train_source_only_for(model, train_a, test_a, test_b, args.minutes,
+                                              config.data.batch_size, args.seed, args.eval_every)
+    steps = points[-1]["step"]
     print(json.dumps({"pair": args.pair, "preset": args.preset, "minutes": args.minutes, "steps": steps,
                       "source_accuracy": points[-1]["source_accuracy"],
                       "source_only_accuracy": points[-1]["target_accuracy"], "curve": points,

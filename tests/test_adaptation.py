@@ -107,27 +107,69 @@ def test_training_batches_carry_source_labels_only():
 
 
 def test_target_labels_do_not_change_training(tmp_path):
-    """Two runs that differ ONLY in the target domain's labels (train and test) end with identical weights."""
+    """Two runs that differ ONLY in the target domain's labels (train and test) end with identical weights,
+    and each logs the target accuracy of its own test labels: the scrambled ones were read, for reporting."""
+    from unit_tf.data.pipeline import load_pair
     from unit_tf.training import train
 
-    weights = []
-    for name, scramble in (("true", False), ("scrambled", True)):
+    weights, logged, expected = [], [], []
+    predictions = None
+    for name in ("true", "scrambled"):
         data_dir = write_digit_dirs(tmp_path / f"data_{name}", n_train=32, n_test=16)
-        if scramble:
-            for split in ("train", "test"):
+        if predictions is not None:  # train labels permuted; test labels = the true run's final predictions
+            for split, labels in (("train", None), ("test", predictions)):
                 path = data_dir / "usps" / f"{split}.npz"
                 with np.load(path) as f:
                     x, y = f["x"], f["y"]
-                np.savez(path, x=x, y=(y * 7 + 3) % 10)
+                np.savez(path, x=x, y=(y * 7 + 3) % 10 if labels is None else labels)
         config = da_config(**{"data.data_dir": str(data_dir), "train.steps": 3, "train.deterministic": True})
         model = train(config, tmp_path / f"run_{name}", verbose=0).model
         weights.append([(v.name, v.numpy()) for v in model.variables])  # same order in both models
+        test_b = load_pair(config.data.dataset, "test", str(data_dir), config.model.image_size)[1]
+        predictions = adaptation.predict_classes(model, test_b.images, "b")
+        expected.append(float(np.mean(predictions == test_b.labels)))
+        logged.append(adaptation.read_accuracy_csv(tmp_path / f"run_{name}" / "accuracy.csv"))
     assert len(weights[0]) == len(weights[1])
     for (name, first), (_, second) in zip(*weights, strict=True):
         np.testing.assert_array_equal(first, second, err_msg=name)
-    # The logged target accuracy did change: the labels were read for reporting only.
-    rows = [adaptation.read_accuracy_csv(tmp_path / f"run_{n}" / "accuracy.csv") for n in ("true", "scrambled")]
-    assert [r["source_accuracy"] for r in rows[0]] == [r["source_accuracy"] for r in rows[1]]
+    assert [r["source_accuracy"] for r in logged[0]] == [r["source_accuracy"] for r in logged[1]]
+    # The scrambled run's test labels are the final model's own predictions: it logs 100 % if it read them.
+    assert expected[1] == 1.0 and expected[0] < 1.0
+    assert [rows[-1]["target_accuracy"] for rows in logged] == pytest.approx(expected, abs=1e-5)
+
+
+def test_warm_up_progress_says_how_long_and_then_reports_every_n_steps(monkeypatch, capsys):
+    """The lines a log shows while the source-only warm-up runs: the estimate after a few timed steps (the
+    first, tracing step left out), then step, accuracy so far and time left every `every` steps."""
+    from unit_tf import callbacks
+
+    clock = iter([110.0 + 0.5 * i for i in range(100)])  # ends of steps 1..100: 2 steps/s after the first
+    monkeypatch.setattr(callbacks.time, "time", lambda: next(clock))
+    progress = callbacks.ProgressLines("Source-only classifier", 100, every=25)
+    progress.on_train_begin()
+    for step in range(1, 101):
+        progress.on_train_batch_end(step - 1, {"source_only_batch_accuracy": np.float32(step / 200)})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Source-only classifier: about 50 s for 100 steps (2.00 steps/s over steps 2-11)"
+    assert lines[1:] == [f"Source-only classifier step {n}/100 source_only_batch_accuracy={n / 200:.4g} 2.00 "
+                         f"steps/s, {left} s left" for n, left in ((25, 38), (50, 25), (75, 13), (100, 0))]
+    assert callbacks.format_duration(830) == "13 min 50 s" and callbacks.format_duration(7500) == "2 h 5 min"
+
+
+def test_a_logged_run_shows_the_warm_up_progress(tmp_path, capsys):
+    """Without a terminal, train() reports the warm-up as it does UNIT's steps (every train.log_every)."""
+    from unit_tf.training import train
+
+    data_dir = write_digit_dirs(tmp_path / "data", n_train=32, n_test=16)
+    config = da_config(**{"data.data_dir": str(data_dir), "train.steps": 1, "train.classifier_warmup_steps": 4})
+    train(config, tmp_path / "run", verbose=0)
+    out = capsys.readouterr().out
+    assert "Source-only classifier: 4 steps on labelled mnist before UNIT's first step" in out
+    assert "--set train.classifier_warmup_steps=N" in out
+    progress = [line for line in out.splitlines() if line.startswith("Source-only classifier step")]
+    assert [line.split()[3] for line in progress] == ["2/4", "4/4"]
+    assert all("source_only_batch_accuracy=" in line and line.endswith(" left") for line in progress)
+    assert "Source-only classifier: about " in out
 
 
 def test_evaluate_and_benchmark_end_to_end(tmp_path):
@@ -148,14 +190,70 @@ def test_evaluate_and_benchmark_end_to_end(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     report = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert 0.0 <= report["target_accuracy"] <= 1.0 and 0.0 <= report["source_accuracy"] <= 1.0
+    # The benchmark reports the final model, the one evaluate.py restores (16 test images: exact to 4 places).
+    assert result["steps"] == report["step"]
+    assert result["unit_accuracy"] == round(report["target_accuracy"], 4)
+    assert result["unit_source_accuracy"] == round(report["source_accuracy"], 4)
+    assert result["source_only_accuracy"] == round(report["source_only_target_accuracy"], 4)
     eval_dir = tmp_path / "run" / "eval"
     assert list(eval_dir.glob("confusion_target_test_step_*.png"))
     assert (eval_dir / "accuracy_vs_step.png").is_file() and (eval_dir / "source_only.json").is_file()
 
 
-def test_benchmark_rejects_bad_budget():
-    result = run_script("benchmarks/domain_adaptation.py", "--pair", "mnist_usps", "--minutes", "-1")
-    assert result.returncode == 2 and "--minutes" in result.stderr and "Traceback" not in result.stderr
+def test_benchmark_runs_each_seed_in_its_own_directory(tmp_path):
+    """--seeds: one JSON line per seed (the single-seed line plus the whole-budget source-only baseline), each
+    run in OUTPUT_DIR/seed_<N>, then the summary line."""
+    data_dir = write_digit_dirs(tmp_path / "data", n_train=32, n_test=16)
+    sets = [a for k, v in DA_TINY.items() for a in ("--set", f"{k}={v}")]
+    bench = run_script("benchmarks/domain_adaptation.py", "--pair", "mnist_usps", "--minutes", "0.02",
+                       "--seeds", "3,5", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "runs"), *sets)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    *per_seed, summary = [json.loads(line) for line in bench.stdout.strip().splitlines()]
+    assert [line["seed"] for line in per_seed] == [3, 5]
+    for line in per_seed:
+        run_dir = tmp_path / "runs" / f"seed_{line['seed']}"
+        assert line["run_dir"] == str(run_dir) and line["steps"] >= 1
+        assert json.loads((run_dir / "config.json").read_text())["train"]["seed"] == line["seed"]
+        assert adaptation.read_accuracy_csv(run_dir / "accuracy.csv")[-1]["target_accuracy"] == pytest.approx(
+            line["unit_accuracy"], abs=1e-4)
+        assert line["source_only_whole_budget_steps"] >= 1
+        assert 0.0 <= line["source_only_whole_budget_accuracy"] <= 1.0
+    assert summary["summary"] == "seeds" and summary["seeds"] == [3, 5]
+    units = [line["unit_accuracy"] for line in per_seed]
+    assert summary["unit_accuracy"]["min"] == min(units) and summary["unit_accuracy"]["max"] == max(units)
+    assert set(summary["source_only_whole_budget_accuracy"]) == {"mean", "std", "min", "max"}
+
+
+def test_seed_summary_is_mean_sample_std_min_max():
+    import importlib.util
+    import sys
+
+    from helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("da_benchmark", ROOT / "benchmarks" / "domain_adaptation.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    common = {"pair": "usps_mnist", "preset": "digits_da_small", "minutes": 30, "hardware": "cpu"}
+    lines = [{**common, "seed": seed, "unit_accuracy": unit, "source_only_accuracy": 0.7,
+              "source_only_whole_budget_accuracy": whole}
+             for seed, unit, whole in ((0, 0.90, 0.80), (1, 0.94, 0.82), (2, 0.95, 0.84))]
+    summary = bench.summarize_seeds(lines)
+    assert summary["seeds"] == [0, 1, 2] and summary["minutes"] == 30
+    assert summary["unit_accuracy"] == {"mean": 0.93, "std": 0.0265, "min": 0.90, "max": 0.95}
+    assert summary["source_only_accuracy"] == {"mean": 0.7, "std": 0.0, "min": 0.7, "max": 0.7}
+    assert summary["source_only_whole_budget_accuracy"] == {"mean": 0.82, "std": 0.02, "min": 0.80, "max": 0.84}
+    one = bench.summarize_seeds([{k: v for k, v in lines[0].items() if k != "source_only_whole_budget_accuracy"}])
+    assert one["unit_accuracy"]["std"] is None and "source_only_whole_budget_accuracy" not in one
+
+
+@pytest.mark.parametrize("flags, named", [(["--minutes", "-1"], "--minutes"),
+                                          (["--minutes", "1", "--seeds", "0,x"], "--seeds"),
+                                          (["--minutes", "1", "--seeds", "1,1"], "each seed once"),
+                                          (["--minutes", "1", "--seed", "0", "--seeds", "1,2"], "--seeds")])
+def test_benchmark_rejects_bad_budget_and_seeds(flags, named):
+    result = run_script("benchmarks/domain_adaptation.py", "--pair", "mnist_usps", *flags)
+    assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr
 
 
 def test_export_has_classifier_signatures(tmp_path):

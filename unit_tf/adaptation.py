@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from unit_tf import losses
+from unit_tf.callbacks import StopRequests
 from unit_tf.data.pipeline import DomainData, eval_batches, match_channels, source_dataset
 from unit_tf.distribute import MultiWorkerFit, fit_outputs
 from unit_tf.files import write_text
@@ -143,6 +145,27 @@ def train_source_only(unit: UNIT, train_a: DomainData, steps: int, batch_size: i
     trainer.fit(source_dataset(train_a, batch_size, seed), epochs=1, steps_per_epoch=steps, verbose=verbose,
                 shuffle=False, callbacks=callbacks)
     return time.time() - start
+
+
+def train_source_only_for(unit: UNIT, train_a: DomainData, test_a: DomainData, test_b: DomainData,
+                          minutes: float, batch_size: int, seed: int,
+                          eval_every: int = 1000) -> list[dict[str, float]]:
+    """The source-only classifier trained for `minutes` of wall-clock time (the whole budget UNIT gets: the
+    second DA baseline), one trainer throughout. Returns its test accuracies (source through D_a, target as
+    it is, through D_a) every `eval_every` steps and at the deadline, each also printed to stderr."""
+    trainer = make_source_only_trainer(unit)
+    deadline = StopRequests([], minutes)  # ends the round that reaches the deadline at that step
+    curve: list[dict[str, float]] = []
+    while not deadline.time_reached:
+        done = int(trainer.optimizer.iterations.numpy())
+        # Each round draws a new shuffle seed; Adam's moments carry on.
+        train_source_only(unit, train_a, eval_every, batch_size, seed + done, trainer=trainer, callbacks=[deadline])
+        curve.append({"step": int(trainer.optimizer.iterations.numpy()),
+                      "source_accuracy": round(accuracy(unit, test_a, "a"), 4),
+                      "target_accuracy": round(accuracy(unit, test_b, "a"), 4)})
+        print(f"source-only step {curve[-1]['step']}: source {curve[-1]['source_accuracy']}, "
+              f"target {curve[-1]['target_accuracy']}", file=sys.stderr, flush=True)
+    return curve
 
 
 def evaluate_accuracies(unit: UNIT, test_a: DomainData, test_b: DomainData) -> dict[str, float]:

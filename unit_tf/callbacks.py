@@ -1,4 +1,4 @@
-"""Keras callbacks that monitor a run: metrics.csv + TensorBoard scalars, sample grids, checkpoints."""
+"""Keras callbacks that monitor a run: metrics.csv + TensorBoard scalars, sample grids, checkpoints, progress."""
 
 from __future__ import annotations
 
@@ -208,3 +208,54 @@ class CheckpointSaver(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._healthy():
             self.checkpoint.save()
+
+
+def format_duration(seconds: float) -> str:
+    """A wall-clock duration for a person: '42 s', '13 min 50 s', '2 h 5 min'."""
+    seconds = max(0, int(seconds + 0.5))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """Progress of a fit of `total` steps, for a person waiting on it. One line with the expected duration
+    once `estimate_after` steps past the first (which traces the step function) and `estimate_seconds` have
+    passed, or at the first progress line if sooner; with `every` > 0, every `every` steps a line with the
+    step, the running means of the fit's logs (e.g. accuracy so far), steps/s and the time left. Rates leave
+    out the first step. `after_bar`: a Keras progress bar shares the line, so the estimate starts a new one."""
+
+    def __init__(self, label: str, total: int, every: int = 0, estimate_after: int = 10,
+                 estimate_seconds: float = 1.0, after_bar: bool = False) -> None:
+        super().__init__()
+        self.label = label
+        self.total = total
+        self.every = every
+        self.estimate_after = estimate_after
+        self.estimate_seconds = estimate_seconds
+        self.after_bar = after_bar
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.step, self.first_done, self.estimated = 0, 0.0, False
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        now = time.time()
+        self.step += 1
+        if self.step == 1:
+            self.first_done = now
+        rate = (self.step - 1) / max(now - self.first_done, 1e-9)  # 0 after the first step
+        line_due = self.every and (self.step % self.every == 0 or self.step == self.total)
+        settled = self.step - 1 >= self.estimate_after and now - self.first_done >= self.estimate_seconds
+        if not self.estimated and rate and (settled or line_due):
+            self.estimated = True
+            newline = "\n" if self.after_bar else ""
+            print(f"{newline}{self.label}: about {format_duration(self.total / rate)} for {self.total} steps "
+                  f"({rate:.2f} steps/s over steps 2-{self.step})", flush=True)
+        if line_due:
+            shown = " ".join(f"{k}={float(np.mean(np.asarray(v))):.4g}" for k, v in (logs or {}).items())
+            left = f", {format_duration((self.total - self.step) / rate)} left" if rate else ""
+            print(f"{self.label} step {self.step}/{self.total} {shown} {rate:.2f} steps/s{left}", flush=True)

@@ -23,6 +23,7 @@ from unit_tf import adaptation
 from unit_tf.callbacks import (
     CheckpointSaver,
     DivergenceGuard,
+    ProgressLines,
     SampleWriter,
     StopRequests,
     TrainingLogger,
@@ -143,6 +144,8 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
     truncate_csv(run.metrics_csv, start)
     truncate_csv(run.accuracy_csv, start)
     adapting = model.classifier_head is not None
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 0
     if adapting and start == 0 and config.train.classifier_warmup_steps > 0:
         _warm_up_classifier(model, config, data.train_a, data.test_a, data.test_b, run, strategy, verbose,
                             received)
@@ -153,8 +156,6 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
 
     writer = tf.summary.create_file_writer(str(run.logs))
     guard = DivergenceGuard(config.train.on_nan)
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 0
     stop = StopRequests(received, config.train.time_limit_minutes, start=started, strategy=strategy)
     callbacks = [
         guard,
@@ -203,15 +204,20 @@ def _train(config: UNITConfig, strategy: tf.distribute.Strategy, shared: RunDir,
 
 
 def _warm_up_classifier(model: UNIT, config: UNITConfig, train_a: DomainData, test_a: DomainData,
-                        test_b: DomainData, run: RunDir, strategy: tf.distribute.Strategy, verbose: int | None,
+                        test_b: DomainData, run: RunDir, strategy: tf.distribute.Strategy, verbose: int,
                         received: list[int]) -> None:
     """Train the source-only classifier that UNIT starts from, and record its accuracies (the DA baseline).
-    A signal (`received`, or on another worker) ends it at a step with TrainingInterrupted, recording nothing."""
+    A signal (`received`, or on another worker) ends it at a step with TrainingInterrupted, recording nothing.
+    Its progress shows as UNIT's does: a bar with `verbose`, else a line every train.log_every steps."""
     steps = config.train.classifier_warmup_steps
-    print(f"Source-only classifier: {steps} steps on labelled {train_a.name}", flush=True)
+    print(f"Source-only classifier: {steps} steps on labelled {train_a.name} before UNIT's first step (shorten "
+          "or skip: --set train.classifier_warmup_steps=N or 0; docs/domain_adaptation.md#the-source-only-warm-up)",
+          flush=True)
     stop = StopRequests(received, 0, strategy=strategy)
+    progress = ProgressLines("Source-only classifier", steps, every=0 if verbose else config.train.log_every,
+                             after_bar=bool(verbose))
     seconds = adaptation.train_source_only(model, train_a, steps, config.data.batch_size, config.train.seed,
-                                           strategy, verbose=1 if verbose else 0, callbacks=[stop])
+                                           strategy, verbose=1 if verbose else 0, callbacks=[stop, progress])
     if stop.signalled:
         raise _interrupted(received, "during the source-only classifier warm-up, before UNIT's first step; "
                                      "nothing was saved. Run the same command again to start over")
