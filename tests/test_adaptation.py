@@ -304,3 +304,22 @@ def test_feature_term_from_the_gan_pass_equals_the_second_pass_without_dropout(o
     assert feature_1 > 0 and feature_1 == pytest.approx(feature_2, rel=1e-4)
     for a, b in zip(weights_1, weights_2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_an_export_measures_as_its_run(tmp_path):
+    """evaluate.py --saved-model (a shipped model, no run directory) reports the run's accuracies and errors."""
+    from unit_tf.evaluation import evaluate, evaluate_export
+    from unit_tf.export import export_model
+    from unit_tf.training import train
+
+    data_dir = write_digit_dirs(tmp_path / "data", n_train=32, n_test=16)
+    config = da_config(**{"data.data_dir": str(data_dir), "train.steps": 3})
+    model = train(config, tmp_path / "run", verbose=0).model
+    export_model(model, tmp_path / "saved")
+    run = evaluate(tmp_path / "run")
+    shipped = evaluate_export(tmp_path / "saved")  # the model folder: its highest version
+    assert shipped["saved_model"] == str(tmp_path / "saved" / "1")
+    for key in ("source_accuracy", "target_accuracy"):
+        assert shipped[key] == run[key], key
+    for key in ("recon_l1_a", "recon_l1_b", "cycle_l1_a", "cycle_l1_b"):
+        assert shipped[key] == pytest.approx(run[key], abs=1e-5), key

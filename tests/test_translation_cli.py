@@ -93,6 +93,22 @@ def test_evaluate_reports_errors_and_writes_grid_and_interpolation(folder_run):
     assert 0.0 <= report["translation_success_a2b"] <= 1.0 and 0.0 <= report["judge_accuracy"] <= 1.0
 
 
+def test_evaluate_saved_model_measures_the_export_as_the_run(folder_run):
+    run, saved, _ = folder_run
+    reports = []
+    for flags in (["--run-dir", str(run)], ["--saved-model", str(saved / "R")]):
+        result = run_script("evaluate.py", *flags)
+        assert result.returncode == 0, result.stderr
+        reports.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    by_run, by_export = reports
+    for key in ("recon_l1_a", "recon_l1_b", "cycle_l1_a", "cycle_l1_b", "kid_judge_a2b", "kid_judge_b2a"):
+        assert by_export[key] == pytest.approx(by_run[key], abs=1e-4), key
+    for key in ("judge_accuracy", "translation_success_a2b", "translation_success_b2a", "identity_success_a2b"):
+        assert by_export[key] == by_run[key], key
+    result = run_script("evaluate.py", "--saved-model", str(saved / "R"), "--step", "2")
+    _assert_clean_error(result, "--step needs --run-dir")
+
+
 def test_translate_command_on_a_folder(folder_run, folders, tmp_path):
     run, _, _ = folder_run
     result = run_script("-m", "unit_tf.translate", "--run-dir", str(run), "--direction", "b2a", "--input",

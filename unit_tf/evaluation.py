@@ -88,6 +88,47 @@ def evaluate(run_dir: str | Path, data_dir: str | None = None, split: str = "tes
     return result
 
 
+def evaluate_export(path: str | Path, data_dir: str | None = None, split: str = "test",
+                    feature_weights: str | Path | None = None, judge_dir: str | Path | None = None,
+                    batch_size: int = 64, dataset: str | None = None) -> dict[str, Any]:
+    """Measure an export (a shipped model) through its signatures on the data of the config it carries:
+    reconstruction and cycle L1, the judge's verdicts and KID (translation data), source and target accuracy
+    (domain adaptation) — the keys `evaluate` reports for the run, without grids or plots. `dataset` replaces
+    the config's (the same data where it lives on this machine, e.g. folder:ROOT)."""
+    from unit_tf.config import apply_overrides, validate
+    from unit_tf.exported import ExportedModel
+
+    model = ExportedModel.load(path)
+    config = model.config
+    if dataset:
+        apply_overrides(config, {"data.dataset": dataset})
+        validate(config)
+    data = load_eval_data(config, split, data_dir)
+    result: dict[str, Any] = {"saved_model": str(model.path), "dataset": config.data.dataset, "split": split,
+                              "num_images_a": len(data.a.images), "num_images_b": len(data.b.images)}
+    for source, other, images in (("a", "b", data.a.images), ("b", "a", data.b.images)):
+        x = images.astype(np.float32) / 255.0
+        recon = model.signatures[f"reconstruct_{source}"]
+        there, back = model.signatures[f"{source}_to_{other}"], model.signatures[f"{other}_to_{source}"]
+        recon_sum = cycle_sum = 0.0
+        for i in range(0, len(x), batch_size):
+            batch = tf.constant(x[i:i + batch_size])
+            recon_sum += float(tf.reduce_sum(tf.reduce_mean(tf.abs(batch - recon(images=batch)["images"]), [1, 2, 3])))
+            cycle = back(images=there(images=batch)["images"])["images"]
+            cycle_sum += float(tf.reduce_sum(tf.reduce_mean(tf.abs(batch - cycle), [1, 2, 3])))
+        result[f"recon_l1_{source}"], result[f"cycle_l1_{source}"] = recon_sum / len(x), cycle_sum / len(x)
+    if is_image_dataset(config.data.dataset):
+        from unit_tf.translation_metrics import TranslationMetrics
+
+        metrics = TranslationMetrics(data.train_a, data.train_b, data.a.images, data.b.images, feature_weights,
+                                     judge_dir)
+        result.update(metrics.measure(model.translate_uint8))
+    if "classify_b" in model.signatures:
+        result["source_accuracy"] = float(np.mean(model.predict_classes(data.a.images, "a") == data.a.labels))
+        result["target_accuracy"] = float(np.mean(model.predict_classes(data.b.images, "b") == data.b.labels))
+    return result
+
+
 def adaptation_report(model: UNIT, run: RunDir, a: DomainData, b: DomainData, split: str,
                       step: int) -> dict[str, Any]:
     """Source (D_a) and target (D_b) accuracy, target confusion matrix and accuracy-vs-step plot PNGs."""

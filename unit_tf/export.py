@@ -17,7 +17,8 @@ convolutional: H and W are free too (each at least 2^model.n_downsample; the sig
 multiple of it and crops the result back), and the images are translated at the size given (resize them
 first: training resized shorter sides to data.load_size; the encoded signatures do this themselves). Digit
 networks take H = W = the training size. assets.extra/signatures.json lists every signature's shapes (null:
-free); assets.extra/tf_serving_warmup_requests one warm-up request per signature.
+free); assets.extra/tf_serving_warmup_requests one warm-up request per signature; assets.extra/config.json
+the run's config (what `evaluate.py --saved-model` measures it with).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from unit_tf.errors import UserError
+from unit_tf.exported import CONFIG_FILE
 from unit_tf.model import UNIT
 from unit_tf.serving import (
     BYTES_KEY,
@@ -162,6 +164,7 @@ def export_model(model: UNIT, output: str | Path, version: int | None = None) ->
         build_archive(model).write_out(str(tmp), verbose=False)
         extra = tmp / "assets.extra"
         extra.mkdir(exist_ok=True)
+        (extra / CONFIG_FILE).write_text(model.unit_config.to_json() + "\n")  # unit_tf.exported reads it
         specs = signature_specs(model)
         (extra / "signatures.json").write_text(json.dumps(specs, indent=2) + "\n")
         write_warmup_requests(tmp, specs, model.unit_config.model.image_size)
@@ -172,11 +175,11 @@ def export_model(model: UNIT, output: str | Path, version: int | None = None) ->
     return target
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m unit_tf.export") -> int:
     from unit_tf.cli import ArgumentParser, non_negative_int, positive_int, quiet_tensorflow
 
     quiet_tensorflow()
-    p = ArgumentParser(prog="python -m unit_tf.export", description="Export a run for TensorFlow Serving.")
+    p = ArgumentParser(prog=prog, description="Export a run for TensorFlow Serving.")
     p.add_argument("--run-dir", required=True, help="the --output-dir of a train.py run")
     p.add_argument("--output", required=True, help="model folder; the export goes to OUTPUT/<version>/")
     p.add_argument("--version", type=positive_int, help="version number (default: the next free one)")

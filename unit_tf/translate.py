@@ -289,21 +289,6 @@ def translate_files(model: UNIT, jobs: Sequence[Job], direction: str = "a2b", si
     return _run_jobs(jobs, batch_size, progress, prepare, translate_batch)
 
 
-def saved_model_version(path: str | Path) -> Path:
-    """The SavedModel folder for --saved-model: the folder itself, or a model folder's highest version (as
-    TF Serving serves it)."""
-    from unit_tf.serving import existing_versions
-
-    root = Path(path)
-    if (root / "saved_model.pb").is_file():
-        return root
-    versions = existing_versions(root)
-    if versions and (root / str(versions[-1]) / "saved_model.pb").is_file():
-        return root / str(versions[-1])
-    raise UserError(f"--saved-model {root} is not a SavedModel (no saved_model.pb) nor a folder of numbered "
-                    "versions; pass an export such as saved_models/NAME/1")
-
-
 def translate_files_saved_model(export_dir: str | Path, jobs: Sequence[Job], direction: str = "a2b",
                                 batch_size: int = 16, progress: bool = False) -> TranslationResult:
     """Translate with an exported model's `<direction>_encoded` signature (no run directory, no unit_tf model):
@@ -313,6 +298,7 @@ def translate_files_saved_model(export_dir: str | Path, jobs: Sequence[Job], dir
 
     import tensorflow as tf
 
+    from unit_tf.exported import saved_model_version
     from unit_tf.serving import BYTES_KEY, ENCODED_SUFFIX
 
     if direction not in DIRECTIONS:
@@ -353,11 +339,11 @@ def skip_names(paths: Sequence[Path]) -> str:
     return names + (f", ... ({len(paths) - NAMED_SKIPS} more)" if len(paths) > NAMED_SKIPS else "")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     from unit_tf.cli import ArgumentParser, non_negative_int, positive_int, quiet_tensorflow
 
     quiet_tensorflow()
-    p = ArgumentParser(prog=PROG, description="Translate image files with a trained UNIT run.")
+    p = ArgumentParser(prog=prog, description="Translate image files with a trained UNIT run or an export.")
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--run-dir", help="the --output-dir of a train.py run (its latest checkpoint)")
     model.add_argument("--saved-model", metavar="DIR",
@@ -380,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             if given:
                 raise UserError(f"{flag} needs --run-dir: an export translates at the training scale and writes "
                                 "each image at its own size; drop it or pass --run-dir")
+        from unit_tf.exported import saved_model_version
+
         saved_model_version(args.saved_model)
     jobs = plan_translation(args.input, args.output, args.overwrite)  # before TensorFlow: fast refusals
     if args.saved_model:

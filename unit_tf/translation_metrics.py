@@ -14,6 +14,7 @@ Translations are rounded to 8-bit pixels first, as a saved image would be.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,9 +85,13 @@ class TranslationMetrics:
             self.fixed[f"{self.prefix}_identity_{name}_std"] = std
 
     def __call__(self, model: UNIT) -> dict[str, Any]:
+        return self.measure(lambda images, source, target: translate_uint8(model, images, source, target))
+
+    def measure(self, translate: Callable[[np.ndarray, str, str], np.ndarray]) -> dict[str, Any]:
+        """The metrics of a translation function (uint8 images, source, target -> uint8 translations)."""
         result = dict(self.fixed)
         for name, source, target, images in (("a2b", "a", "b", self.test_a), ("b2a", "b", "a", self.test_b)):
-            translated = translate_uint8(model, images, source, target)
+            translated = translate(images, source, target)
             p_b = self.judge.prob_b(translated)
             result[f"translation_success_{name}"] = float(np.mean(p_b >= 0.5 if target == "b" else p_b < 0.5))
             mean, std = kid_metric.kid(self.features(translated), self.real_features[target])
