@@ -28,15 +28,23 @@ class DigitDomain:
     channels: int
     tfds_name: str | None  # None: not in TFDS
     download_host: str | None  # the host TFDS downloads from (checked before a download is attempted)
-    raw_files: str  # what the official files are called, for error messages
+    raw_files: str  # what the official files are called, for error messages ("": none, npz only)
+    obtain: str = ""  # where to get it when TFDS has none, for error messages
 
 
 DIGIT_DOMAINS = {
     "mnist": DigitDomain("mnist", 1, "mnist", "storage.googleapis.com",
                          "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-*"),
-    "usps": DigitDomain("usps", 1, None, None, "usps.h5"),
+    "usps": DigitDomain("usps", 1, None, None, "usps.h5",
+                        "e.g. usps.h5 from the widely distributed HDF5 copy, groups train/test with data and target"),
     "svhn": DigitDomain("svhn", 3, "svhn_cropped", "ufldl.stanford.edu", "train_32x32.mat, test_32x32.mat"),
+    # MNIST digits blended with colour photo patches (Ganin & Lempitsky 2015), built from MNIST and any photos.
+    "mnist_m": DigitDomain("mnist_m", 3, None, None, "",
+                           "build them: python benchmarks/make_mnist_m.py --photos PHOTOS --output DIR/mnist_m"),
 }
+
+#: Classes of every digit domain: the digits 0..9.
+DIGIT_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ DIGIT_PAIRS = {
     "svhn_mnist": DigitPair("svhn", "mnist", settings={"data.invert_b": True}),
     "mnist_usps": DigitPair("mnist", "usps"),
     "usps_mnist": DigitPair("usps", "mnist"),
+    "mnist_mnistm": DigitPair("mnist", "mnist_m"),
 }
 
 #: The image data sets as a user spells them (error messages, help texts).
