@@ -1,6 +1,7 @@
 """Domain-adaptation benchmark: the source-only baseline and UNIT within one wall-clock budget.
 
     python benchmarks/domain_adaptation.py --pair mnist_usps --minutes 30 --data-dir ../shared/data
+    python benchmarks/domain_adaptation.py --source SRC --target TGT --target-test TGT_TEST --minutes 30
 
 Within `--minutes` (all of it, start-up excluded): the source-only classifier (D_a's layers + the classifier
 head on labelled source images, `train.classifier_warmup_steps` steps) is trained and tested on the target
@@ -27,9 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unit_tf.catalogue import DIGIT_PAIRS  # noqa: E402
-from unit_tf.cli import ArgumentParser, quiet_tensorflow  # noqa: E402
-from unit_tf.errors import run_cli  # noqa: E402
+from unit_tf.catalogue import DA_DATASET, DIGIT_PAIRS  # noqa: E402
+from unit_tf.cli import ArgumentParser, add_da_arguments, da_overrides, quiet_tensorflow  # noqa: E402
+from unit_tf.errors import UserError, run_cli  # noqa: E402
 from unit_tf.hardware import describe, resolve_precision  # noqa: E402
 
 PAIRS = tuple(DIGIT_PAIRS)
@@ -38,7 +39,9 @@ LAST_EVALUATIONS = 5  # the spread reported over the last few logged evaluations
 
 def parse_args(argv: list[str] | None) -> Any:
     parser = ArgumentParser(prog="benchmarks/domain_adaptation.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pair", required=True, choices=PAIRS, help="source_target digit pair")
+    parser.add_argument("--pair", help=f"source_target digit pair ({', '.join(PAIRS)}), or da:SOURCE,TARGET (your "
+                        "own folders, as --source/--target)")
+    add_da_arguments(parser)
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock budget for both models")
     parser.add_argument("--data-dir", help="folder with <domain>/{train,test}.npz or official files (else TFDS)")
     parser.add_argument("--preset", default="digits_da_small",
@@ -76,6 +79,28 @@ def parse_budgeted_run(parser: ArgumentParser, argv: list[str] | None) -> Any:
     if not 0 < args.minutes < float("inf"):
         parser.error(f"--minutes must be > 0, got {args.minutes}")
     return args
+
+
+def data_set(args: Any) -> tuple[str, dict[str, Any]]:
+    """The data set (a digit pair, or "da": your own folders, with labelled target test images) and the config
+    overrides of its flags."""
+    from unit_tf.data.class_folders import find
+
+    dataset, flags = da_overrides(args.pair, args)
+    if dataset not in (*PAIRS, DA_DATASET):
+        raise UserError(f"give a digit pair (--pair {' | '.join(PAIRS)}) or your own folders (--source DIR --target "
+                        "DIR --target-test DIR)")
+    if dataset == DA_DATASET and find(flags["data.domain_a"], flags["data.domain_b"],
+                                      flags.get("data.target_test")).target_test is None:
+        raise UserError("the benchmark measures target accuracy: give labelled target images with --target-test DIR "
+                        "(or a target folder with test.npz)")
+    return dataset, flags
+
+
+def data_name(config: Any) -> str:
+    """The data set as the JSON lines name it: the digit pair, or da:SOURCE,TARGET."""
+    data = config.data
+    return f"da:{data.domain_a},{data.domain_b}" if data.dataset == DA_DATASET else data.dataset
 
 
 def summarize(run_dir: Path, budget_minutes: float) -> dict[str, Any]:
@@ -127,8 +152,11 @@ def run_seed(args: Any, config: Any, run_dir: Path, whole_budget: bool) -> dict[
         start = time.time()
         model = train(config, run_dir, verbose=0, overwrite=bool(args.output_dir)).model
         minutes = (time.time() - start) / 60
-        result = {"pair": args.pair, "preset": args.preset, "minutes": args.minutes, "seed": config.train.seed,
-                  "steps": int(model.g_optimizer.iterations.numpy()), "precision": config.train.precision}
+        result = {"pair": data_name(config), "preset": args.preset, "minutes": args.minutes,
+                  "seed": config.train.seed, "steps": int(model.g_optimizer.iterations.numpy()),
+                  "precision": config.train.precision}
+        if config.data.class_names:
+            result["class_names"] = config.data.class_names
         result.update(summarize(run_dir, args.minutes))
         if whole_budget:
             print(f"Seed {config.train.seed}: the source-only classifier alone for {args.minutes:g} minutes",
@@ -145,11 +173,15 @@ def whole_budget_baseline(config: Any, minutes: float) -> dict[str, Any]:
 
     from unit_tf import adaptation
     from unit_tf.data.pipeline import load_pair
+    from unit_tf.data.sources import load_da_splits
     from unit_tf.model import build_model
 
     data, size = config.data, config.model.image_size
-    train_a, _ = load_pair(data.dataset, "train", data.data_dir, size)
-    test_a, test_b = load_pair(data.dataset, "test", data.data_dir, size)
+    if data.dataset == DA_DATASET:
+        (train_a, _), (test_a, test_b) = load_da_splits(config, ("train", "test"))
+    else:
+        train_a, _ = load_pair(data.dataset, "train", data.data_dir, size)
+        test_a, test_b = load_pair(data.dataset, "test", data.data_dir, size)
     keras.utils.set_random_seed(config.train.seed)
     curve = adaptation.train_source_only_for(build_model(config), train_a, test_a, test_b, minutes,
                                              data.batch_size, config.train.seed)
@@ -161,22 +193,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_tensorflow()
     from unit_tf.config import parse_set_flags, resolve_config
-    from unit_tf.errors import UserError
 
+    dataset, data_flags = data_set(args)
     precision = resolve_precision(args.precision)
     configs = []
     for seed in args.seeds or [args.seed or 0]:
         overrides = {"data.data_dir": args.data_dir, "train.seed": seed, "train.steps": 10**9,
                      "train.time_limit_minutes": args.minutes, "train.precision": precision,
                      "train.checkpoint_every": 10**9, "train.sample_every": 10**9}
-        overrides.update(parse_set_flags(args.set))
-        configs.append(resolve_config(args.pair, args.preset,
+        overrides.update({**data_flags, **parse_set_flags(args.set)})
+        configs.append(resolve_config(dataset, args.preset,
                                       overrides={k: v for k, v in overrides.items() if v is not None}))
     if configs[0].model.num_classes <= 0 or configs[0].train.classifier_warmup_steps <= 0:
         raise UserError(f"preset '{args.preset}' has no classifier head or source-only warm-up; use a digits_da* "
                         "preset")
     whole_budget = bool(args.seeds) if args.whole_budget_baseline is None else args.whole_budget_baseline
-    root = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix=f"da_{args.pair}_"))
+    prefix = f"da_{'own' if dataset == DA_DATASET else dataset}_"
+    root = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix=prefix))
     lines = []
     for config in configs:
         run_dir = root / f"seed_{config.train.seed}" if args.seeds else root

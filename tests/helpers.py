@@ -142,3 +142,20 @@ def write_cycle_gan_folder(root: Path, n_train: int = 24, n_test: int = 8, size:
             for i, image in enumerate(photo_like(n, size, 2 * seed + warm, warm, width=size + 6)):
                 Image.fromarray(image).save(folder / f"{i:03d}.jpg", quality=95)
     return root
+
+
+def write_class_folders(root: Path, names: tuple[str, ...] = ("circle", "cross", "bar"), n: int = 8,
+                        size: int = 20, channels: int = 1, seed: int = 0, labelled: bool = True) -> Path:
+    """ROOT/<class name>/*.png of synthetic digit-like images, class k of `names` drawing digit k (`labelled`);
+    otherwise the same images spread over nested folders with no class in their names."""
+    from PIL import Image
+
+    x, y = synthetic_digits(n * 30, size, channels, seed=seed)  # ~3n images of each digit
+    for k, name in enumerate(names):
+        images = x[y == k][:n]
+        assert len(images) == n, f"only {len(images)} generated images of class {k}"
+        folder = root / name if labelled else root / f"part{k % 2}" / "nested"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images):
+            Image.fromarray(image[..., 0] if channels == 1 else image).save(folder / f"{name}_{i:03d}.png")
+    return root

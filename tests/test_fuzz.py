@@ -35,10 +35,12 @@ setting = st.builds(lambda k, v: f"{k}={v}", st.one_of(st.sampled_from(valid_key
                                                      text), values)
 flag = st.tuples(st.sampled_from(["--dataset", "--preset", "--steps", "--batch-size", "--seed", "--checkpoint-every",
                                   "--sample-every", "--log-every", "--strategy", "--on-nan", "--image-size",
-                                  "--domain-a", "--domain-b", "--attribute"]),
+                                  "--domain-a", "--domain-b", "--attribute", "--source", "--target", "--target-test",
+                                  "--channels"]),
                  st.one_of(plausible, st.sampled_from(["svhn_mnist", "mnist_usps", "digits_small", "skip-step", "small",
                                                        "translation_128", "folders", "folder:", "celeb_a",
-                                                       "cycle_gan/horse2zebra", "Blond_Hair", "."])))
+                                                       "cycle_gan/horse2zebra", "Blond_Hair", ".", "da:", "da:.,.",
+                                                       "da:docs,tests", "3"])))
 argv = st.lists(
     st.one_of(st.tuples(st.just("--set"), setting), st.tuples(st.just("--set"), setting), flag,
               st.tuples(st.sampled_from(["--set", "--bogus"]), text)),

@@ -48,7 +48,10 @@ CLIENT_CHECK = textwrap.dedent("""
             row = {}
             for key, tensor in out.items():
                 value = tensor.numpy()[i]
-                row[key] = {"b64": base64.b64encode(value).decode()} if key.endswith("_bytes") else value.tolist()
+                if key.endswith("_bytes"):
+                    row[key] = {"b64": base64.b64encode(value).decode()}
+                else:  # other strings (the class names) as JSON strings, numbers as numbers
+                    row[key] = value.decode() if isinstance(value, bytes) else value.tolist()
             rows.append(row if len(row) > 1 else row.popitem()[1])  # one output: its bare values
         return json.dumps({"predictions": rows})
 
@@ -79,8 +82,9 @@ CLIENT_CHECK = textwrap.dedent("""
             report["rest"][name] = [r.tolist() for r in rest]
             report["grpc"][name] = [g.tolist() for g in grpc]
         else:
-            report["rest"][name] = [p["classes"] for p in predictions]
-            report["grpc"][name] = tf.make_ndarray(response.outputs["classes"]).tolist()
+            report["rest"][name] = [[p["classes"], p["names"]] for p in predictions]
+            report["grpc"][name] = [[int(c), n.decode()] for c, n in zip(tf.make_ndarray(response.outputs["classes"]),
+                                                                           tf.make_ndarray(response.outputs["names"]))]
     # Warm-up: every record parses as a PredictionLog and runs on its signature.
     for record in tf.data.TFRecordDataset(export_dir + "/assets.extra/tf_serving_warmup_requests"):
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
@@ -153,7 +157,7 @@ def test_encoded_classify_matches_the_float_signature(tmp_path):
     floats = tf.constant(np.stack(images).astype(np.float32) / 255.0)
     for domain in ("a", "b"):
         logits = model.classify(floats * 2.0 - 1.0, domain, training=False)
-        want = np.argmax(logits.numpy(), -1).tolist()
+        want = [[int(k), str(k)] for k in np.argmax(logits.numpy(), -1)]  # digit runs: class k is named "k"
         assert report["rest"][f"classify_{domain}_encoded"] == want
         assert report["grpc"][f"classify_{domain}_encoded"] == want
 

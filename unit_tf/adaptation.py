@@ -55,7 +55,15 @@ def predict_classes(model: UNIT, images: np.ndarray, domain: str, batch_size: in
 
 
 def accuracy(model: UNIT, data: DomainData, domain: str) -> float:
+    """The fraction of `data`'s (labelled) images classified as their label through D_domain."""
+    if data.labels is None:
+        raise ValueError(f"{data.name} has no labels to measure an accuracy on")
     return float(np.mean(predict_classes(model, data.images, domain) == data.labels))
+
+
+def per_class_accuracy(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Accuracy of each class (by name) that has images."""
+    return {name: float(np.mean(predictions[labels == k] == k)) for k, name in enumerate(names) if (labels == k).any()}
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -169,8 +177,12 @@ def train_source_only_for(unit: UNIT, train_a: DomainData, test_a: DomainData, t
 
 
 def evaluate_accuracies(unit: UNIT, test_a: DomainData, test_b: DomainData) -> dict[str, float]:
-    """Source test accuracy through D_a, target test accuracy through D_b."""
-    return {"source_accuracy": accuracy(unit, test_a, "a"), "target_accuracy": accuracy(unit, test_b, "b")}
+    """Source test accuracy through D_a, target test accuracy through D_b (when the target test images have
+    labels: dataset "da" without labelled target images has none)."""
+    values = {"source_accuracy": accuracy(unit, test_a, "a")}
+    if test_b.labels is not None:
+        values["target_accuracy"] = accuracy(unit, test_b, "b")
+    return values
 
 
 def write_json(path: Path, values: dict[str, Any]) -> None:
@@ -206,12 +218,12 @@ class AccuracyLogger(keras.callbacks.Callback):
             writer = csv.writer(f)
             if new:
                 writer.writerow(ACCURACY_COLUMNS)
-            writer.writerow([step, f"{values['source_accuracy']:.5f}", f"{values['target_accuracy']:.5f}"])
+            writer.writerow([step, *(f"{values[k]:.5f}" if k in values else "" for k in ACCURACY_COLUMNS[1:])])
         with self.writer.as_default(step=step):
             for name, value in values.items():
                 tf.summary.scalar(f"accuracy/{name}", value)
-        print(f"step {step}: source accuracy {values['source_accuracy']:.4f}, "
-              f"target accuracy {values['target_accuracy']:.4f}", flush=True)
+        target = f"{values['target_accuracy']:.4f}" if "target_accuracy" in values else "- (no labelled target images)"
+        print(f"step {step}: source accuracy {values['source_accuracy']:.4f}, target accuracy {target}", flush=True)
         self.last_logged = step
         return values
 
@@ -225,7 +237,8 @@ class AccuracyLogger(keras.callbacks.Callback):
 
 
 def read_accuracy_csv(path: Path) -> list[dict[str, float]]:
+    """accuracy.csv's rows; a value not measured (no labelled target images) is left out of its row."""
     if not Path(path).is_file():
         return []
     with Path(path).open(newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]

@@ -4,6 +4,10 @@ No TensorFlow or numpy here: the config layer and the command lines read this ca
 the data layer. Checks that need a data set itself (CelebA attribute names, the list of `cycle_gan/<name>`
 configs) run in `unit_tf.data.image_domains` when the data is opened.
 
+Domain adaptation on your own files: "da" (data.domain_a a labelled source, data.domain_b an unlabelled target,
+data.target_test optional labelled target images), spelled "da:SOURCE,TARGET" on the command line; the
+folders' contents are read by unit_tf.data.class_folders.
+
 Image data sets (the `dataset` string):
   "folders"           two folders (--domain-a, --domain-b), every image under each, recursively;
   "folder:ROOT"       the CycleGAN layout ROOT/trainA, trainB and optional testA, testB;
@@ -28,15 +32,23 @@ class DigitDomain:
     channels: int
     tfds_name: str | None  # None: not in TFDS
     download_host: str | None  # the host TFDS downloads from (checked before a download is attempted)
-    raw_files: str  # what the official files are called, for error messages
+    raw_files: str  # what the official files are called, for error messages ("": none, npz only)
+    obtain: str = ""  # where to get it when TFDS has none, for error messages
 
 
 DIGIT_DOMAINS = {
     "mnist": DigitDomain("mnist", 1, "mnist", "storage.googleapis.com",
                          "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-*"),
-    "usps": DigitDomain("usps", 1, None, None, "usps.h5"),
+    "usps": DigitDomain("usps", 1, None, None, "usps.h5",
+                        "e.g. usps.h5 from the widely distributed HDF5 copy, groups train/test with data and target"),
     "svhn": DigitDomain("svhn", 3, "svhn_cropped", "ufldl.stanford.edu", "train_32x32.mat, test_32x32.mat"),
+    # MNIST digits blended with colour photo patches (Ganin & Lempitsky 2015), built from MNIST and any photos.
+    "mnist_m": DigitDomain("mnist_m", 3, None, None, "",
+                           "build them: python benchmarks/make_mnist_m.py --photos PHOTOS --output DIR/mnist_m"),
 }
+
+#: Classes of every digit domain: the digits 0..9.
+DIGIT_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,37 @@ DIGIT_PAIRS = {
     "svhn_mnist": DigitPair("svhn", "mnist", settings={"data.invert_b": True}),
     "mnist_usps": DigitPair("mnist", "usps"),
     "usps_mnist": DigitPair("usps", "mnist"),
+    "mnist_mnistm": DigitPair("mnist", "mnist_m"),
 }
+
+#: Domain adaptation on your own files: the config's data set name, and its command-line spelling.
+DA_DATASET = "da"
+DA_SYNTAX = "da:SOURCE,TARGET"
+
+
+def is_da_dataset(dataset: str) -> bool:
+    """Whether `dataset` is domain adaptation on your own files ("da" or "da:SOURCE,TARGET")."""
+    return dataset == DA_DATASET or dataset.startswith(DA_DATASET + ":")
+
+
+def split_da_dataset(dataset: str) -> tuple[str, str]:
+    """"da:SOURCE,TARGET" -> (SOURCE, TARGET)."""
+    parts = dataset[len(DA_DATASET) + 1:].split(",")
+    if len(parts) != 2 or not all(part.strip() for part in parts):
+        raise UserError(f"dataset '{dataset}' must be {DA_SYNTAX} (two folders, one comma), e.g. "
+                        "da:data/mnist,data/mnist_m; for paths with commas use --source and --target")
+    return parts[0].strip(), parts[1].strip()
+
+
+def check_da_folders(source: str | None, target: str | None, target_test: str | None) -> None:
+    """The folders of dataset "da" are given and exist (their contents are checked when they are scanned)."""
+    if not source or not target:
+        raise UserError(f"dataset 'da' needs a source and a target folder: --source DIR --target DIR, or "
+                        f"--dataset {DA_SYNTAX}")
+    for flag, folder in (("--source", source), ("--target", target), ("--target-test", target_test)):
+        if folder is not None and not Path(folder).expanduser().is_dir():
+            raise UserError(f"folder {folder} ({flag}) does not exist; pass an existing folder")
+
 
 #: The image data sets as a user spells them (error messages, help texts).
 IMAGE_DATASETS = "folders (with --domain-a/--domain-b), folder:ROOT, cycle_gan/<name>, celeb_a (with --attribute)"

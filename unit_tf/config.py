@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unit_tf.catalogue import DIGIT_PAIRS, IMAGE_DATASETS, check_image_dataset, is_image_dataset
+from unit_tf.catalogue import (
+    DA_DATASET,
+    DA_SYNTAX,
+    DIGIT_CLASSES,
+    DIGIT_PAIRS,
+    IMAGE_DATASETS,
+    check_image_dataset,
+    is_da_dataset,
+    is_image_dataset,
+    split_da_dataset,
+)
 from unit_tf.errors import UserError
 
 
@@ -40,7 +50,9 @@ class ModelConfig:
     latent_noise_std: float = 1.0  # z = mean + std * N(0, I); the paper's unit-variance q(z|x)
     coord_channels: bool = False  # append normalized x/y coordinate channels to encoder inputs
     # Domain adaptation (official cocogan_nets_da.py): a classifier head on the shared high D layers.
-    num_classes: int = 0  # 0: no classifier head; 10 for digits
+    # 0: no classifier head; > 0: a head with one output per class of the data (resolve_config sets the count:
+    # 10 for the digit pairs, the source's classes for dataset "da").
+    num_classes: int = 0
     dis_dropout: bool = False  # official D dropout 0.1 / 0.3 / 0.5 / 0.5 after its four conv blocks
     # The paper's ablation "no weight sharing": False shares no layer between the domains (E, G and D),
     # whatever the shared_*_layers counts say.
@@ -134,12 +146,19 @@ class OptimizerConfig:
 
 @dataclass
 class DataConfig:
-    # Digit pairs (source A first): svhn_mnist, mnist_usps, usps_mnist. Translation: "folders" (domain_a,
-    # domain_b), "folder:ROOT" (trainA/trainB/testA/testB), "cycle_gan/<name>" (TFDS), "celeb_a" (attribute).
+    # Digit pairs (source A first): svhn_mnist, mnist_usps, usps_mnist, mnist_mnistm. Domain adaptation on your
+    # own files: "da" (domain_a: labelled source, domain_b: unlabelled target; "da:SOURCE,TARGET" sets both).
+    # Translation: "folders" (domain_a, domain_b), "folder:ROOT" (trainA/trainB/testA/testB), "cycle_gan/<name>"
+    # (TFDS), "celeb_a" (attribute).
     dataset: str = "svhn_mnist"
     data_dir: str | None = None  # digits: local files; None -> $UNIT_DATA_DIR, then TFDS
-    domain_a: str | None = None  # dataset "folders": the two image folders
+    domain_a: str | None = None  # datasets "folders" and "da": the two folders
     domain_b: str | None = None
+    target_test: str | None = None  # dataset "da": labelled target images, for evaluation only
+    channels: int = 0  # dataset "da": 0 keeps each domain's own (1 gray, 3 colour); 1 or 3 converts both
+    # The classifier's class names, set from the data (dataset "da": the source's class folders; empty for the
+    # digit pairs, whose classes are the digits 0..9: see class_names()).
+    class_names: list[str] = field(default_factory=list)
     attribute: str | None = None  # dataset "celeb_a": images with it form domain A, without it domain B
     load_size: int = 0  # translation data: shorter side resized to this, then a random image_size crop
     flip: bool = True  # translation data: random horizontal flips
@@ -212,6 +231,11 @@ FAST_PATHS = ("auto", "off")
 UPSAMPLING = ("transposed", "resize_conv")
 GENERATOR_NORMS = ("instance", "layer", "none")
 
+#: data.channels of dataset "da": 0 keeps each domain's own, 1 and 3 convert both domains to gray or RGB.
+DA_CHANNELS = (0, 1, 3)
+#: The preset of dataset "da" when --preset is not given (that of the digit pairs).
+DA_PRESET = "digits_da"
+
 #: Network families (model.architecture): the paper's 32x32 digit networks and its residual translation networks.
 ARCHITECTURES = ("digits", "residual")
 
@@ -230,6 +254,7 @@ NON_DEFINING_KEYS = frozenset(
     {
         "model.fast_paths",
         "data.data_dir",
+        "data.target_test",
         "data.cache_mb",
         "train.steps",
         "train.strategy",
@@ -250,7 +275,7 @@ NON_DEFINING_KEYS = frozenset(
 # the classifier also learns from translated source images, and the generators keep the digit's identity.
 # q(z|x) noise std 0.1: with unit noise the encoders of the thin-stroke domain collapsed (blank reconstructions).
 DA_SETTINGS: dict[str, Any] = {
-    "model.num_classes": 10,
+    "model.num_classes": DIGIT_CLASSES,  # a classifier head; resolve_config sizes it to the data's classes
     "model.dis_dropout": True,
     "model.coord_channels": True,
     "model.latent_noise_std": 0.1,
@@ -380,6 +405,15 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         hint = args[0]
+    if origin is list:
+        if isinstance(value, str):  # --set: a JSON list or comma-separated names
+            try:
+                value = json.loads(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            except ValueError:
+                raise UserError(f"setting '{key}' needs a JSON list of names, got {value!r}") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"setting '{key}' needs a list of names, got {value!r}")
+        return list(value)
     expected = hint.__name__
     try:
         if hint is bool:
@@ -475,7 +509,7 @@ def resolve_config(
         preset = translation_preset(int(size) if str(size or "").isdigit() else None)
     pair = DIGIT_PAIRS.get(dataset or "")
     if preset is None:
-        preset = pair.preset if pair else "digits"
+        preset = pair.preset if pair else (DA_PRESET if dataset and is_da_dataset(dataset) else "digits")
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}'; choose one of: {', '.join(sorted(PRESETS))}")
     config = UNITConfig(preset=preset)
@@ -486,8 +520,13 @@ def resolve_config(
     if dataset:
         config.data.dataset = dataset
     data = config.data
-    # Image channels are a property of the data set, not a free setting.
-    if is_image_dataset(data.dataset):
+    data.class_names = []
+    classes = DIGIT_CLASSES
+    # Image channels and classes are properties of the data set, not free settings.
+    if is_da_dataset(data.dataset):
+        _resolve_da(config)
+        classes = len(data.class_names)
+    elif is_image_dataset(data.dataset):
         check_image_dataset(data.dataset, data.domain_a, data.domain_b, data.attribute)
         config.model.channels_a = config.model.channels_b = 3  # every image is decoded as RGB
         if config.model.num_classes:
@@ -496,9 +535,37 @@ def resolve_config(
     elif data.dataset in DIGIT_PAIRS:
         config.model.channels_a, config.model.channels_b = DIGIT_PAIRS[data.dataset].channels
     else:
-        raise UserError(f"unknown dataset '{data.dataset}'; choose one of: {', '.join(DIGIT_PAIRS)}, {IMAGE_DATASETS}")
+        raise UserError(f"unknown dataset '{data.dataset}'; choose one of: {', '.join(DIGIT_PAIRS)}, {DA_SYNTAX}, "
+                        f"{IMAGE_DATASETS}")
+    if config.model.num_classes > 0:
+        config.model.num_classes = classes
     validate(config)
     return config
+
+
+def _resolve_da(config: UNITConfig) -> None:
+    """Dataset "da": the folders from "da:SOURCE,TARGET", then their class names and channels, read from the
+    files (listings and image headers; unit_tf.data.class_folders checks them, one error line each)."""
+    from unit_tf.data import class_folders
+
+    data = config.data
+    if data.dataset != DA_DATASET:
+        if data.domain_a or data.domain_b:
+            raise UserError(f"dataset '{data.dataset}' names the source and target already; drop --source/--target "
+                            "(data.domain_a/domain_b)")
+        data.domain_a, data.domain_b = split_da_dataset(data.dataset)
+        data.dataset = DA_DATASET
+    if data.channels not in DA_CHANNELS:
+        raise UserError(f"data.channels must be 0 (keep each domain's), 1 (gray) or 3 (RGB), got {data.channels}")
+    found = class_folders.describe(data.domain_a, data.domain_b, data.target_test, data.batch_size)
+    data.class_names = found.class_names
+    config.model.channels_a = data.channels or found.channels_a
+    config.model.channels_b = data.channels or found.channels_b
+
+
+def class_names(config: UNITConfig) -> list[str]:
+    """The names of the classifier's classes, in output order: the data's (dataset "da"), else the digits."""
+    return list(config.data.class_names) or [str(k) for k in range(config.model.num_classes)]
 
 
 def check_residual_geometry(model: ModelConfig) -> None:
@@ -605,6 +672,9 @@ def validate(config: UNITConfig) -> None:
         raise UserError("model.upsample, model.encoder_norm and model.decoder_norm choose the residual translation "
                         "networks; the digit networks have their own (transposed convs, batch norm): leave them at "
                         "transposed and instance")
+    if config.data.dataset != DA_DATASET and (config.data.target_test or config.data.channels):
+        raise UserError("--target-test and --channels (data.target_test, data.channels) only apply to domain "
+                        f"adaptation on your own files ({DA_SYNTAX}); drop them")
     if not 0.0 <= config.train.time_limit_minutes < float("inf"):
         raise UserError(f"train.time_limit_minutes must be >= 0, got {config.train.time_limit_minutes}")
     if config.train.precision not in PRECISION_CHOICES:

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from unit_tf import adaptation, plots
 from unit_tf.catalogue import is_image_dataset
+from unit_tf.config import class_names
 from unit_tf.data.pipeline import DomainData, eval_batches, to_model_range
 from unit_tf.data.sources import load_eval_data
 from unit_tf.images import GRID_ROWS, SAMPLE_IMAGES, make_grid, write_png
@@ -131,25 +132,32 @@ def evaluate_export(path: str | Path, data_dir: str | None = None, split: str = 
 
 def adaptation_report(model: UNIT, run: RunDir, a: DomainData, b: DomainData, split: str,
                       step: int) -> dict[str, Any]:
-    """Source (D_a) and target (D_b) accuracy, target confusion matrix and accuracy-vs-step plot PNGs."""
-    num_classes = model.unit_config.model.num_classes
+    """Source (D_a) and target (D_b) accuracy, overall and per class (by name), target confusion matrix and
+    accuracy-vs-step plot PNGs; without target labels (dataset "da" without labelled target images) the
+    source's only."""
+    names = class_names(model.unit_config)
     source_pred = adaptation.predict_classes(model, a.images, "a")
-    target_pred = adaptation.predict_classes(model, b.images, "b")
-    result: dict[str, Any] = {"source_accuracy": float(np.mean(source_pred == a.labels)),
-                              "target_accuracy": float(np.mean(target_pred == b.labels))}
-    matrix = adaptation.confusion_matrix(b.labels, target_pred, num_classes)
-    title = f"{a.name} -> {b.name}: target ({b.name}) {split}, step {step}"
-    result["confusion_matrix"] = str(plots.confusion_matrix_png(
-        matrix, run.eval / f"confusion_target_{split}_step_{step}.png", title))
+    result: dict[str, Any] = {"class_names": names, "source_accuracy": float(np.mean(source_pred == a.labels)),
+                              "source_accuracy_per_class": adaptation.per_class_accuracy(a.labels, source_pred, names)}
+    if b.labels is not None:
+        target_pred = adaptation.predict_classes(model, b.images, "b")
+        result["target_accuracy"] = float(np.mean(target_pred == b.labels))
+        result["target_accuracy_per_class"] = adaptation.per_class_accuracy(b.labels, target_pred, names)
+        matrix = adaptation.confusion_matrix(b.labels, target_pred, len(names))
+        title = f"{a.name} -> {b.name}: target ({b.name}) {split}, step {step}"
+        result["confusion_matrix"] = str(plots.confusion_matrix_png(
+            matrix, run.eval / f"confusion_target_{split}_step_{step}.png", title, names))
     history = adaptation.read_accuracy_csv(run.accuracy_csv)
     baseline = None
     if run.source_only_json.is_file():
         baseline = adaptation.read_json(run.source_only_json).get("target_accuracy")
-        result["source_only_target_accuracy"] = baseline
+        if baseline is not None:
+            result["source_only_target_accuracy"] = baseline
     if history:
         steps = [row["step"] for row in history]
-        curves = {f"target ({b.name})": [row["target_accuracy"] for row in history],
-                  f"source ({a.name})": [row["source_accuracy"] for row in history]}
+        curves = {f"source ({a.name})": [row["source_accuracy"] for row in history]}
+        if all("target_accuracy" in row for row in history):
+            curves = {f"target ({b.name})": [row["target_accuracy"] for row in history], **curves}
         result["accuracy_plot"] = str(plots.accuracy_curve_png(
             steps, curves, run.eval / "accuracy_vs_step.png",
             f"{a.name} -> {b.name}: test accuracy while training", baseline))

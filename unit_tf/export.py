@@ -6,9 +6,10 @@ Signatures (all deterministic: the latent mean, no sampling noise; inference-mod
     a_to_b (also serving_default), b_to_a, reconstruct_a, reconstruct_b
         input  `images` float32 [batch, H, W, C_source], values in [0, 1]
         output `images` float32 [batch, H, W, C_target], values in [0, 1]
-    classify_a, classify_b (domain-adaptation runs: the digit classifier through D_a / D_b)
+    classify_a, classify_b (domain-adaptation runs: the classifier through D_a / D_b)
         input  `images` as above, of that domain
-        output `probabilities` float32 [batch, num_classes], `classes` int32 [batch]
+        output `probabilities` float32 [batch, num_classes], `classes` int32 [batch] (the class index),
+               `names` string [batch] (the class name: a digit, or dataset "da"'s source class folder)
     <each of the above>_encoded: the same over encoded images (unit_tf.serving)
         input  `image_bytes` string [batch]: JPEG / PNG / BMP / GIF bytes
         output `image_bytes` string [batch]: PNG bytes at the input's size (classify: as above)
@@ -17,8 +18,8 @@ convolutional: H and W are free too (each at least 2^model.n_downsample; the sig
 multiple of it and crops the result back), and the images are translated at the size given (resize them
 first: training resized shorter sides to data.load_size; the encoded signatures do this themselves). Digit
 networks take H = W = the training size. assets.extra/signatures.json lists every signature's shapes (null:
-free); assets.extra/tf_serving_warmup_requests one warm-up request per signature; assets.extra/config.json
-the run's config (what `evaluate.py --saved-model` measures it with).
+free) and the classifier's class names; assets.extra/tf_serving_warmup_requests one warm-up request per
+signature; assets.extra/config.json the run's config (what `evaluate.py --saved-model` measures it with).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from unit_tf.config import class_names
 from unit_tf.errors import UserError
 from unit_tf.exported import CONFIG_FILE
 from unit_tf.model import UNIT
@@ -76,7 +78,9 @@ def signature_specs(model: UNIT) -> dict[str, dict[str, Any]]:
                 "inputs": {"images": {"dtype": "float32", "shape": [None, size, size, channels[domain]],
                                       "range": [0.0, 1.0]}},
                 "outputs": {"probabilities": {"dtype": "float32", "shape": [None, cfg.num_classes]},
-                            "classes": {"dtype": "int32", "shape": [None]}},
+                            "classes": {"dtype": "int32", "shape": [None]},
+                            "names": {"dtype": "string", "shape": [None]}},
+                "class_names": class_names(model.unit_config),
             }
     for name, spec in list(specs.items()):
         source = {"dtype": "string", "shape": [None], "channels": channels[spec["source"]],
@@ -105,11 +109,15 @@ def _translation_fn(model: UNIT, source: str, target: str) -> Callable[[tf.Tenso
 
 
 def _classify_fn(model: UNIT, domain: str) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    names = class_names(model.unit_config)
+
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = tf.cast(model.classify(images * 2.0 - 1.0, domain, training=False), tf.float32)
-        return {"probabilities": tf.nn.softmax(logits), "classes": tf.argmax(logits, -1, output_type=tf.int32)}
+        classes = tf.argmax(logits, -1, output_type=tf.int32)
+        return {"probabilities": tf.nn.softmax(logits), "classes": classes,
+                "names": tf.gather(tf.constant(names), classes)}
 
-    serve.__doc__ = f"Digit class of domain-{domain} images float32 [batch, H, W, C] in [0, 1]."
+    serve.__doc__ = f"Class (index and name) of domain-{domain} images float32 [batch, H, W, C] in [0, 1]."
     return serve
 
 

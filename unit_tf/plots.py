@@ -26,13 +26,16 @@ def _save(fig, path: Path) -> Path:  # noqa: ANN001
     return path
 
 
-def confusion_matrix_png(matrix: np.ndarray, path: Path, title: str) -> Path:
-    """Counts [true, predicted] as a heat map with the count in each cell."""
+def confusion_matrix_png(matrix: np.ndarray, path: Path, title: str, names: Sequence[str] | None = None) -> Path:
+    """Counts [true, predicted] as a heat map with the count in each cell; `names` label the classes."""
     plt = _pyplot()
     k = matrix.shape[0]
     fig, ax = plt.subplots(figsize=(6, 5.5))
     ax.imshow(matrix, cmap="Blues")
     ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
+    if names is not None:
+        ax.set_xticklabels(names, rotation=90 if max(map(len, names), default=0) > 2 else 0)
+        ax.set_yticklabels(names)
     threshold = matrix.max() / 2 if matrix.size else 0
     for i in range(k):
         for j in range(k):

@@ -222,10 +222,11 @@ def _warm_up_classifier(model: UNIT, config: UNITConfig, train_a: DomainData, te
         raise _interrupted(received, "during the source-only classifier warm-up, before UNIT's first step; "
                                      "nothing was saved. Run the same command again to start over")
     # Before the copy: the source classifier applied to target images as they are (channels matched).
-    result = {"steps": steps, "seconds": round(seconds, 1),
-              "source_accuracy": adaptation.accuracy(model, test_a, "a"),
-              "target_accuracy": adaptation.accuracy(model, test_b, "a"),
-              "target_path_initialized": adaptation.copy_source_path_to_target(model)}
+    result = {"steps": steps, "seconds": round(seconds, 1), "source_accuracy": adaptation.accuracy(model, test_a, "a")}
+    if test_b.labels is not None:  # dataset "da" without labelled target images: none to measure
+        result["target_accuracy"] = adaptation.accuracy(model, test_b, "a")
+    result["target_path_initialized"] = adaptation.copy_source_path_to_target(model)
     adaptation.write_json(run.source_only_json, result)
-    print(f"Source-only classifier: source accuracy {result['source_accuracy']:.4f}, target accuracy "
-          f"{result['target_accuracy']:.4f} ({seconds:.0f} s)", flush=True)
+    target = f"{result['target_accuracy']:.4f}" if "target_accuracy" in result else "-"
+    print(f"Source-only classifier: source accuracy {result['source_accuracy']:.4f}, target accuracy {target} "
+          f"({seconds:.0f} s)", flush=True)

@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unit_tf.cli import ArgumentParser, non_negative_int, positive_int, quiet_tensorflow
+from unit_tf.cli import (
+    ArgumentParser,
+    absolute,
+    add_da_arguments,
+    da_overrides,
+    non_negative_int,
+    positive_int,
+    quiet_tensorflow,
+)
 
 if TYPE_CHECKING:
     from unit_tf.config import UNITConfig
@@ -20,11 +28,13 @@ def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> argpars
 
     p = ArgumentParser(prog=prog, description="Train UNIT on two unpaired image domains.")
     p.add_argument("--dataset", metavar="NAME",
-                   help=f"digit pair, source first ({', '.join(sorted(DIGIT_PAIRS))}; default svhn_mnist), or "
-                        "translation images: folder:ROOT (trainA/trainB/testA/testB), cycle_gan/<name> (TFDS), "
+                   help=f"digit pair, source first ({', '.join(sorted(DIGIT_PAIRS))}; default svhn_mnist), "
+                        "da:SOURCE,TARGET (domain adaptation on your own folders: see --source), or translation "
+                        "images: folder:ROOT (trainA/trainB/testA/testB), cycle_gan/<name> (TFDS), "
                         "celeb_a (with --attribute); --domain-a/--domain-b imply 'folders'")
     p.add_argument("--domain-a", metavar="DIR", help="folder of domain A's images (any depth, jpg/png/bmp/webp)")
     p.add_argument("--domain-b", metavar="DIR", help="folder of domain B's images")
+    add_da_arguments(p)
     p.add_argument("--attribute", help="celeb_a: the attribute that splits faces into domain A (with) and B "
                    "(without), e.g. Blond_Hair")
     p.add_argument("--image-size", type=positive_int,
@@ -69,11 +79,6 @@ def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> argpars
     return p.parse_args(argv)
 
 
-def _absolute(path: str | None) -> str | None:
-    """A folder flag as an absolute path (the run's config.json must not depend on where training ran)."""
-    return str(Path(path).expanduser().resolve()) if path else None
-
-
 def make_config(args: argparse.Namespace) -> UNITConfig:
     """The run's config from parsed flags (flags and --set override the preset, the --config file, or
     with --resume the run's saved config, of which only non-defining settings may change)."""
@@ -82,7 +87,7 @@ def make_config(args: argparse.Namespace) -> UNITConfig:
     from unit_tf.runs import RunDir
 
     overrides = parse_set_flags(args.set)
-    dataset = args.dataset
+    dataset, da_flags = da_overrides(args.dataset, args)
     if (args.domain_a is None) != (args.domain_b is None):
         raise UserError("--domain-a and --domain-b go together: give both image folders")
     if args.domain_a is not None:
@@ -90,8 +95,8 @@ def make_config(args: argparse.Namespace) -> UNITConfig:
             raise UserError(f"--domain-a/--domain-b train on two folders; drop --dataset {dataset}")
         dataset = "folders"
     flags = {
-        "data.domain_a": _absolute(args.domain_a),
-        "data.domain_b": _absolute(args.domain_b),
+        "data.domain_a": absolute(args.domain_a),
+        "data.domain_b": absolute(args.domain_b),
         "data.attribute": args.attribute,
         "model.image_size": args.image_size,
         "data.data_dir": args.data_dir,
@@ -107,7 +112,7 @@ def make_config(args: argparse.Namespace) -> UNITConfig:
         "train.deterministic": True if args.deterministic else None,
         "train.precision": MIXED_PRECISION.get(args.mixed_precision),
     }
-    overrides.update({k: v for k, v in flags.items() if v is not None})
+    overrides.update({k: v for k, v in {**flags, **da_flags}.items() if v is not None})
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other; pick one")
     if not args.resume:
@@ -125,7 +130,7 @@ def make_config(args: argparse.Namespace) -> UNITConfig:
 def run_name(config: UNITConfig) -> str:
     """Default run folder name: <data set>_<preset>, the data set made file-name safe."""
     data = config.data
-    if data.dataset == "folders":
+    if data.dataset in ("folders", "da"):
         name = f"{Path(data.domain_a).name}2{Path(data.domain_b).name}"
     elif data.dataset == "celeb_a":
         name = f"celeb_a_{data.attribute}"

@@ -1,4 +1,4 @@
-"""The digit domains (MNIST, USPS, SVHN; listed in unit_tf.catalogue): where their files are found, in the
+"""The digit domains (MNIST, USPS, SVHN, MNIST-M; listed in unit_tf.catalogue): where their files are found, in the
 documented order.
 
 1. `--data-dir DIR` or $UNIT_DATA_DIR: `DIR/<domain>/{train,test}.npz`, else the official raw files there;
@@ -77,12 +77,10 @@ def network_reachable(host: str, timeout: float = 3.0) -> bool:
 
 def _missing(domain: DigitDomain, data_dir: Path | None) -> UserError:
     where = f"{data_dir}/{domain.name}/" if data_dir else f"DIR/{domain.name}/ with --data-dir DIR"
-    local = f"put {domain.name}/{{train,test}}.npz or the official files ({domain.raw_files}) in {where}"
+    official = f" or the official files ({domain.raw_files})" if domain.raw_files else ""
+    local = f"put {domain.name}/{{train,test}}.npz{official} in {where}"
     if domain.tfds_name is None:
-        return UserError(
-            f"data set '{domain.name}' not found: {local}; TFDS has no {domain.name} (e.g. usps.h5 from the "
-            "widely distributed HDF5 copy, groups train/test with data and target)"
-        )
+        return UserError(f"data set '{domain.name}' not found: {local}; TFDS has no {domain.name} ({domain.obtain})")
     return UserError(
         f"data set '{domain.name}' not found and TFDS '{domain.tfds_name}' cannot be downloaded (no network): "
         f"either {local} (or set UNIT_DATA_DIR), or run once with network access so TFDS downloads it"

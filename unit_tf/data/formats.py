@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unit_tf.catalogue import DIGIT_CLASSES
 from unit_tf.errors import UserError
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -21,8 +22,8 @@ def _corrupt(path: Path, what: str) -> UserError:
     return UserError(f"{path} is not a valid {what} file (truncated or corrupt); replace it with a fresh copy")
 
 
-def check_arrays(x: np.ndarray, y: np.ndarray, path: Path) -> Arrays:
-    """Validate shapes and ranges: x uint8 NxHxWxC, y int64 in 0..9, same N."""
+def check_arrays(x: np.ndarray, y: np.ndarray, path: Path, classes: int | None = DIGIT_CLASSES) -> Arrays:
+    """Validate shapes and ranges: x uint8 NxHxWxC, y int64 in 0..classes-1 (None: any index >= 0), same N."""
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3) or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
@@ -32,25 +33,29 @@ def check_arrays(x: np.ndarray, y: np.ndarray, path: Path) -> Arrays:
     if x.dtype != np.uint8:
         raise UserError(f"{path}: images must be uint8 0..255, got {x.dtype}")
     if y.dtype.kind not in "iu":
-        raise UserError(f"{path}: labels must be integers 0..9, got {y.dtype}")
+        raise UserError(f"{path}: labels must be integer class indices, got {y.dtype}")
     y = y.astype(np.int64)
-    if y.min() < 0 or y.max() > 9:
-        raise UserError(f"{path}: labels must be digits 0..9, got range {y.min()}..{y.max()}")
+    if y.min() < 0 or (classes is not None and y.max() >= classes):
+        allowed = f"0..{classes - 1}" if classes is not None else ">= 0"
+        raise UserError(f"{path}: labels must be class indices {allowed}, got range {y.min()}..{y.max()}")
     return x, y
 
 
-def read_npz(path: Path) -> Arrays:
-    """Our format (as in ../shared/data): arrays `x` (uint8 NxHxWxC) and `y` (int64 N)."""
+def read_npz(path: Path, classes: int | None = DIGIT_CLASSES, labelled: bool = True) -> Arrays:
+    """Our format (as in ../shared/data): arrays `x` (uint8 NxHxWxC) and `y` (int64 N, class indices below
+    `classes`; None: any). Not `labelled`: `y` may be missing and is returned as zeros (never read)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "x" not in data or "y" not in data:
-                raise UserError(f"{path} must hold arrays 'x' (images) and 'y' (labels); found {list(data)}")
-            x, y = data["x"], data["y"]
+            if "x" not in data or (labelled and "y" not in data):
+                wanted = "'x' (images) and 'y' (labels)" if labelled else "'x' (images)"
+                raise UserError(f"{path} must hold arrays {wanted}; found {list(data)}")
+            x = data["x"]
+            y = data["y"] if labelled else np.zeros(len(x), np.int64)
     except UserError:
         raise
     except Exception:  # untrusted bytes: any parser failure means the file is damaged
         raise _corrupt(path, "npz") from None
-    return check_arrays(x, y, path)
+    return check_arrays(x, y, path, classes)
 
 
 def _read_maybe_gz(path: Path) -> bytes:

@@ -85,12 +85,12 @@ def decode_rgb(data: tf.Tensor) -> tf.Tensor:
 
 
 def square(image: tf.Tensor, size: int) -> tf.Tensor:
-    """uint8 [H, W, 3] -> uint8 [size, size, 3]: shorter side resized to `size` (`image_files.resize_shorter_side`:
+    """uint8 [H, W, C] -> uint8 [size, size, C]: shorter side resized to `size` (`image_files.resize_shorter_side`:
     bilinear, antialiased), centre crop."""
     resized = resize_shorter_side(image, size)
     shape = tf.shape(resized)
     top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
-    return tf.ensure_shape(resized[top:top + size, left:left + size], [size, size, 3])
+    return tf.ensure_shape(resized[top:top + size, left:left + size], [size, size, image.shape[-1]])
 
 
 def _augment(image: tf.Tensor, size: int, flip: bool, key: tf.Tensor) -> tf.Tensor:

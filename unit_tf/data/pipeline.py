@@ -22,7 +22,7 @@ class DomainData:
 
     name: str
     images: np.ndarray  # uint8, N x size x size x C
-    labels: np.ndarray  # int64, N
+    labels: np.ndarray | None  # int64, N; None: unlabelled (a target domain without labelled test images)
 
 
 def _pair(dataset: str) -> tuple[str, str]:
@@ -42,8 +42,8 @@ def load_pair(dataset: str, split: str, data_dir: str | None, image_size: int) -
 
 def with_inverted(domain: DomainData) -> DomainData:
     """The domain plus colour-inverted copies of its images (same labels): the paper's MNIST augmentation."""
-    return DomainData(domain.name, np.concatenate([domain.images, 255 - domain.images]),
-                      np.concatenate([domain.labels, domain.labels]))
+    labels = None if domain.labels is None else np.concatenate([domain.labels, domain.labels])
+    return DomainData(domain.name, np.concatenate([domain.images, 255 - domain.images]), labels)
 
 
 def match_channels(images: tf.Tensor, channels: int) -> tf.Tensor:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from unit_tf.catalogue import is_image_dataset
+from unit_tf.catalogue import DA_DATASET, is_image_dataset
 from unit_tf.config import UNITConfig
+from unit_tf.data import class_folders
 from unit_tf.data.image_domains import ImagePair, load_image_pair
 from unit_tf.data.pipeline import DomainData, load_pair, unpaired_batches, with_inverted
 from unit_tf.errors import UserError
@@ -69,11 +70,46 @@ class ImageRunData:
 RunData = DigitRunData | ImageRunData
 
 
+def load_da_splits(config: UNITConfig, splits: tuple[str, ...] = ("test",)) -> list[tuple[DomainData, DomainData]]:
+    """Dataset "da" in memory, (source, target) images for each of `splits`, each file decoded once. "train": the
+    labelled source training images and the unlabelled target ones; "test": the source test split (its
+    training images when it has none) and the labelled target test split (the target training images,
+    unlabelled, when it has none)."""
+    data, model = config.data, config.model
+    files = class_folders.find(data.domain_a, data.domain_b, data.target_test)
+    name_a, name_b = class_folders.domain_names(data.domain_a, data.domain_b)
+    loaded: dict[int, DomainData] = {}
+
+    def load(split: class_folders.Split, name: str, channels: int) -> DomainData:
+        if id(split) not in loaded:
+            loaded[id(split)] = class_folders.load_split(split, name, channels, model.image_size, files.class_names)
+        return loaded[id(split)]
+
+    result = []
+    for split in splits:
+        testing = split == "test"
+        source = files.source_test if testing and files.source_test else files.source
+        target = files.target_test if testing and files.target_test else files.target
+        result.append((load(source, name_a, model.channels_a), load(target, name_b, model.channels_b)))
+    return result
+
+
+def _load_da(config: UNITConfig, sample_images: int) -> DigitRunData:
+    (train_a, train_b), (test_a, test_b) = load_da_splits(config, ("train", "test"))
+    train_a = with_inverted(train_a) if config.data.invert_a else train_a
+    train_b = with_inverted(train_b) if config.data.invert_b else train_b
+    return DigitRunData(config, train_a, train_b, test_a, test_b, test_a.images[:sample_images],
+                        test_b.images[:sample_images])
+
+
 def load_run_data(config: UNITConfig, sample_images: int) -> RunData:
-    """Load (and check) the run's data before anything is written: digits into memory, images indexed."""
+    """Load (and check) the run's data before anything is written: digits and dataset "da" into memory, images
+    indexed."""
     if is_image_dataset(config.data.dataset):
         pair = _image_pair(config)
         return ImageRunData(config, pair, pair.test_images("a", sample_images), pair.test_images("b", sample_images))
+    if config.data.dataset == DA_DATASET:
+        return _load_da(config, sample_images)
     data, size = config.data, config.model.image_size
     train_a, train_b = load_pair(data.dataset, "train", data.data_dir, size)
     test_a, test_b = load_pair(data.dataset, "test", data.data_dir, size)
@@ -97,10 +133,10 @@ class EvalData:
 
 def load_eval_data(config: UNITConfig, split: str = "test", data_dir: str | None = None,
                    limit: int | None = None) -> EvalData:
-    """The evaluation images of a run's data, each folder scanned and decoded once. Digits: both domains'
-    images of `split` (at most `limit` per domain). Translation data: the test images (or each folder's own
-    images when it has no test split), at most `limit` (default EVAL_IMAGES) per domain, and all training
-    images."""
+    """The evaluation images of a run's data, each folder scanned and decoded once. Digits and dataset "da"
+    (see load_da_splits): both domains' images of `split` (at most `limit` per domain). Translation data: the
+    test images (or each folder's own images when it has no test split), at most `limit` (default EVAL_IMAGES)
+    per domain, and all training images."""
     if is_image_dataset(config.data.dataset):
         if split != "test":
             raise UserError(f"translation data sets are evaluated on their test images; drop --split {split}")
@@ -109,7 +145,10 @@ def load_eval_data(config: UNITConfig, split: str = "test", data_dir: str | None
         train_a, test_a = pair.train_and_test_images("a", limit)
         train_b, test_b = pair.train_and_test_images("b", limit)
         return EvalData(_unlabelled(pair.name_a, test_a), _unlabelled(pair.name_b, test_b), train_a, train_b)
-    a, b = load_pair(config.data.dataset, split, data_dir or config.data.data_dir, config.model.image_size)
+    if config.data.dataset == DA_DATASET:
+        (a, b), = load_da_splits(config, (split,))
+    else:
+        a, b = load_pair(config.data.dataset, split, data_dir or config.data.data_dir, config.model.image_size)
     if limit:
-        a, b = (DomainData(d.name, d.images[:limit], d.labels[:limit]) for d in (a, b))
+        a, b = (DomainData(d.name, d.images[:limit], None if d.labels is None else d.labels[:limit]) for d in (a, b))
     return EvalData(a, b)
