@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from PIL import Image
 from test_adaptation import da_config
 from test_export import run_tf_only_check
 
+from unit_tf.errors import UserError
 from unit_tf.export import export_model, signature_specs
 from unit_tf.model import build_model
 from unit_tf.serving import prediction_log
@@ -202,7 +204,6 @@ def test_translate_with_a_saved_model_equals_translate_with_the_run(tmp_path):
 
 def test_translate_saved_model_refuses_what_it_cannot_do(tmp_path):
     from unit_tf import translate
-    from unit_tf.errors import UserError
 
     (tmp_path / "in").mkdir()
     Image.fromarray(np.zeros([8, 8, 3], np.uint8)).save(tmp_path / "in" / "x.png")
@@ -213,3 +214,33 @@ def test_translate_saved_model_refuses_what_it_cannot_do(tmp_path):
         with pytest.raises(UserError, match="needs --run-dir"):
             translate.main(["--saved-model", str(tmp_path), *base, *extra])
     assert not (tmp_path / "out").exists()
+
+
+def test_classify_command_names_the_class_of_each_file(tmp_path, capsys):
+    from unit_tf import classify
+
+    model = build_model(da_config())
+    export_model(model, tmp_path / "saved")
+    rng = np.random.default_rng(3)
+    size = model.unit_config.model.image_size
+    images = [rng.integers(0, 256, [size, size, 1], dtype=np.uint8) for _ in range(3)]
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for i, x in enumerate(images):
+        Image.fromarray(x[..., 0]).save(tmp_path / "in" / ("sub" if i == 2 else "") / f"{i}.png")
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    assert classify.main(["--saved-model", str(tmp_path / "saved"), "--input", str(tmp_path / "in")]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0] == "path,class,name,probability" and len(rows) == 4
+    logits = model.classify(tf.constant(np.stack(images).astype(np.float32) / 127.5 - 1.0), "b", training=False)
+    want = np.argmax(logits.numpy(), -1)
+    by_file = {Path(r.split(",")[0]).name: r.split(",") for r in rows[1:]}
+    for i, cls in enumerate(want):
+        path, index, name, probability = by_file[f"{i}.png"]
+        assert int(index) == cls and name == str(cls) and 0.0 < float(probability) <= 1.0
+    with pytest.raises(UserError, match="already exists"):
+        classify.main(["--saved-model", str(tmp_path / "saved"), "--input", str(tmp_path / "in"),
+                       "--output", str(tmp_path / "in" / "0.png")])
+    translation = build_model(tiny_translation_config())
+    export_model(translation, tmp_path / "photo")
+    with pytest.raises(UserError, match="not a domain-adaptation model"):
+        classify.main(["--saved-model", str(tmp_path / "photo"), "--input", str(tmp_path / "in")])

@@ -1,5 +1,5 @@
-"""The `unit-tf` console command: `unit-tf train | evaluate | translate | export [flags]`, the same commands
-as `python train.py`, `python evaluate.py`, `python -m unit_tf.translate` and `python -m unit_tf.export`."""
+"""The `unit-tf` console command: `unit-tf train | evaluate | translate | export | classify [flags]`, the same
+commands as `python train.py`, `python evaluate.py` and `python -m unit_tf.translate | export | classify`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ COMMANDS = {
     "evaluate": ("unit_tf.commands.evaluate", "measure a run or an exported model (python evaluate.py)"),
     "translate": ("unit_tf.translate", "translate image files with a run or an export"),
     "export": ("unit_tf.export", "export a run as a SavedModel for TensorFlow Serving"),
+    "classify": ("unit_tf.classify", "classify image files with an exported domain-adaptation model"),
 }
 USAGE = "usage: unit-tf {" + ",".join(COMMANDS) + "} [flags]   (unit-tf COMMAND --help for its flags)\n\n" + "\n".join(
     f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
