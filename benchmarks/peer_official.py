@@ -15,7 +15,8 @@ Prints ONE JSON line: per precision the step times of every pair and their ratio
 `ratio_official_over_ours` (the median of the pair ratios), per side the median step, the FLOPs per step
 (official: torch's FlopCounterMode, which counts matmuls and convolutions, forward and backward; ours: the
 train-step graph as benchmarks/throughput.py counts it, every op with a FLOP formula) and the achieved GFLOP/s;
-and the CPU: model, SIMD flags, whether bfloat16 is native.
+and the CPU: model, SIMD flags, whether bfloat16 is native. Each precision's result also goes to stderr as soon
+as it is measured.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class Side:
                 if key in reply:
                     return reply
         code = self._process.wait()
-        raise UserError(f"the {self.name} side's process (benchmarks/peer_step.py) exited with code {code} before "
-                        f"answering (its error is above)")
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code} (its error is above)"
+        raise UserError(f"the {self.name} side's process (benchmarks/peer_step.py) {how} before answering; "
+                        f"run again")
 
     def step(self) -> float:
         self._process.stdin.write("step\n")
@@ -158,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("torch is not installed: the official side needs it (pip install torch; it is this "
                         "benchmark's optional dependency, not unit-tf's)")
     quiet_tensorflow()
-    runs = [measure(repo, precision, args) for precision in args.precisions]
+    runs = []
+    for precision in args.precisions:
+        runs.append(measure(repo, precision, args))
+        print(f"peer_official: {precision} done: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
     print(json.dumps({"runs": runs, "threads": args.threads, "official_commit": checkout_commit(repo),
                       **cpu_summary()}), flush=True)
     return 0

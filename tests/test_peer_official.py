@@ -179,3 +179,15 @@ def test_official_side_runs_the_official_trainer(precision):
                           "--set", "gen_ch=8", "--set", "dis_ch=8", "--set", "batch_size=4", steps=1)
     assert replies[0]["ready"] and replies[0]["library"].startswith("torch") and replies[0]["flops_per_step"] > 0
     assert len(replies) == 2 and replies[1]["seconds"] > 0
+
+
+@pytest.mark.parametrize("ending, message", [("sys.exit(3)", "exited with code 3"),
+                                             ("os.kill(os.getpid(), signal.SIGTERM)", "was killed by signal 15")])
+def test_a_side_that_dies_is_one_error_line(tmp_path, monkeypatch, ending, message):
+    import peer_official
+
+    script = tmp_path / "dies.py"
+    script.write_text(f"import os, signal, sys\nprint('not json')\n{ending}\n")
+    monkeypatch.setattr(peer_official, "STEP_SCRIPT", script)
+    with pytest.raises(UserError, match=f"the official side's process .benchmarks/peer_step.py. {message}"):
+        peer_official.Side("official", [], threads=1)
