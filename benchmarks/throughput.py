@@ -145,13 +145,36 @@ def synthetic_domain(name: str, n: int, size: int, channels: int, seed: int) -> 
                       rng.integers(0, 10, n))
 
 
-def measure(args: Any, precision: str) -> dict[str, Any]:
+def synthetic_train_step(config: Any, strategy: Any, images: int, jit_compile: bool = False) -> tuple[Any, Any]:
+    """The compiled train step `model.fit` runs for `config`, and a distributed data set of synthetic batches of
+    its shapes (`images` random images per domain through the real input pipeline): (step, dataset)."""
     import tensorflow as tf
 
-    from unit_tf.config import parse_set_flags, resolve_config
     from unit_tf.data.pipeline import unpaired_batches
-    from unit_tf.distribute import check_batch_size, make_strategy
+    from unit_tf.distribute import check_batch_size
     from unit_tf.model import build_model
+
+    check_batch_size(config.data.batch_size, strategy)
+    m = config.model
+    a = synthetic_domain("a", images, m.image_size, m.channels_a, 0)
+    b = synthetic_domain("b", images, m.image_size, m.channels_b, 1)
+    adapting = m.num_classes > 0
+    model = build_model(config, strategy)
+    dataset = strategy.experimental_distribute_dataset(
+        unpaired_batches(a, b, config.data.batch_size, seed=0, source_labels=adapting))
+
+    @tf.function(jit_compile=jit_compile)
+    def step(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        # What model.fit compiles: the train step on every replica, its logs reduced across replicas.
+        outputs = strategy.run(model.train_step, args=(batch,))
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
+
+    return step, dataset
+
+
+def measure(args: Any, precision: str) -> dict[str, Any]:
+    from unit_tf.config import parse_set_flags, resolve_config
+    from unit_tf.distribute import make_strategy
 
     resolved = resolve_precision(precision)
     overrides = {**parse_set_flags(args.set), "train.precision": resolved}
@@ -159,20 +182,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
         overrides["data.batch_size"] = args.batch_size
     config = resolve_config(args.dataset, args.preset, overrides=overrides)
     strategy = make_strategy(args.strategy)
-    check_batch_size(config.data.batch_size, strategy)
-    m = config.model
-    a = synthetic_domain("a", args.images, m.image_size, m.channels_a, 0)
-    b = synthetic_domain("b", args.images, m.image_size, m.channels_b, 1)
-    adapting = m.num_classes > 0
-    model = build_model(config, strategy)
-    dataset = strategy.experimental_distribute_dataset(
-        unpaired_batches(a, b, config.data.batch_size, seed=0, source_labels=adapting))
-
-    @tf.function(jit_compile=args.jit_compile)
-    def step(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        # What model.fit compiles: the train step on every replica, its logs reduced across replicas.
-        outputs = strategy.run(model.train_step, args=(batch,))
-        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
+    step, dataset = synthetic_train_step(config, strategy, args.images, args.jit_compile)
 
     peak = MatmulPeak(resolved)
     peak.sample(3)
