@@ -191,3 +191,11 @@ def test_residual_export_takes_any_height_and_width(tmp_path):
     for name in ("a_to_b", "b_to_a", "reconstruct_a", "reconstruct_b"):
         assert signatures[name]["inputs"]["images"]["shape"] == [None, None, None, 3]
         assert signatures[name]["outputs"]["images"]["shape"] == [None, None, None, 3]
+
+
+def test_export_stores_each_weight_once(trained_model, tmp_path):
+    """The SavedModel's variables hold every weight once (tracking the Keras model as well doubled them)."""
+    target = export_model(trained_model, tmp_path / "m")
+    stored = sum(f.stat().st_size for f in (target / "variables").glob("variables.data-*"))
+    weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in trained_model.weights)
+    assert weights * 0.5 < stored <= weights * 1.05 + 4096, (stored, weights)
