@@ -40,23 +40,16 @@ def input_files(path: str | Path) -> list[Path]:
 
 def classify_files(export_dir: str | Path, domain: str, files: list[Path]) -> tuple[list[tuple], list[Path]]:
     """(rows of HEADER, unreadable files) for `files` through the export's classify_<domain>_encoded."""
-    import json
 
     import numpy as np
     import tensorflow as tf
 
-    from unit_tf.exported import saved_model_version
+    from unit_tf.exported import encoded_signature
     from unit_tf.serving import BYTES_KEY, ENCODED_SUFFIX
 
-    export_dir = saved_model_version(export_dir)
-    name = f"classify_{domain}{ENCODED_SUFFIX}"
-    specs_path = export_dir / "assets.extra" / "signatures.json"
-    specs = json.loads(specs_path.read_text()) if specs_path.is_file() else {}
-    if name not in specs:
-        raise UserError(f"{export_dir} has no {name} signature: not a domain-adaptation model, or exported by an "
-                        "older version (export its run again with python -m unit_tf.export)")
-    channels = specs[name]["inputs"][BYTES_KEY]["channels"]
-    serve = tf.saved_model.load(str(export_dir)).signatures[name]
+    serve, channels = encoded_signature(export_dir, f"classify_{domain}{ENCODED_SUFFIX}",
+                                        "not a domain-adaptation model, or exported by an older version (export "
+                                        "its run again with python -m unit_tf.export)")
     rows, skipped = [], []
     for start in range(0, len(files), BATCH):
         encoded, kept = [], []

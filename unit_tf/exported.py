@@ -31,6 +31,20 @@ def saved_model_version(path: str | Path) -> Path:
                     "versions; pass an export such as saved_models/NAME/1")
 
 
+def encoded_signature(path: str | Path, name: str, missing: str) -> tuple[Any, int]:
+    """An export's encoded-image signature `name` and its input channels; a UserError ending in `missing` (what
+    to do instead) when the export lacks it."""
+    from unit_tf.serving import BYTES_KEY
+
+    export_dir = saved_model_version(path)
+    specs_path = export_dir / "assets.extra" / "signatures.json"
+    specs = json.loads(specs_path.read_text()) if specs_path.is_file() else {}
+    if name not in specs:
+        raise UserError(f"{export_dir} has no {name} signature: {missing}")
+    channels = specs[name]["inputs"][BYTES_KEY]["channels"]
+    return tf.saved_model.load(str(export_dir)).signatures[name], channels
+
+
 def _batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
 

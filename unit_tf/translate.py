@@ -294,25 +294,18 @@ def translate_files_saved_model(export_dir: str | Path, jobs: Sequence[Job], dir
     """Translate with an exported model's `<direction>_encoded` signature (no run directory, no unit_tf model):
     each image decoded as training decodes it (EXIF applied) to the domain's channels, sent as PNG, written at
     its own size."""
-    import json
 
     import tensorflow as tf
 
-    from unit_tf.exported import saved_model_version
+    from unit_tf.exported import encoded_signature
     from unit_tf.serving import BYTES_KEY, ENCODED_SUFFIX
 
     if direction not in DIRECTIONS:
         raise UserError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    export_dir = saved_model_version(export_dir)
     source, target = DIRECTIONS[direction]
-    name = f"{source}_to_{target}{ENCODED_SUFFIX}"
-    specs_path = export_dir / "assets.extra" / "signatures.json"
-    specs = json.loads(specs_path.read_text()) if specs_path.is_file() else {}
-    if name not in specs:
-        raise UserError(f"{export_dir} has no {name} signature (exported by an older version); export the run "
-                        "again with python -m unit_tf.export, or translate with --run-dir")
-    channels = specs[name]["inputs"][BYTES_KEY]["channels"]
-    serve = tf.saved_model.load(str(export_dir)).signatures[name]
+    serve, channels = encoded_signature(export_dir, f"{source}_to_{target}{ENCODED_SUFFIX}",
+                                        "exported by an older version; export the run again with python -m "
+                                        "unit_tf.export, or translate with --run-dir")
 
     def prepare(image: Image.Image) -> bytes:
         return encode_image(to_channels(image, channels), ".png")  # lossless, upright, the domain's channels
