@@ -5,8 +5,8 @@
 
 Each case trains a real preset for a few steps through `training.train` (data pipeline, source-only
 warm-up, the alternating step, callbacks) from a fixed seed in float32 with deterministic ops, one thread
-and oneDNN capped at AVX2 (so AVX-512 machines run the same kernels), and records every loss value of
-every step and a checksum of every variable. tests/test_golden.py compares a fresh record with the file.
+and oneDNN capped at AVX2 (so AVX-512 machines run the same kernels and fast-path forms), and records every
+loss value of every step and a checksum of every variable. tests/test_golden.py compares a fresh record with the file.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")  # before TensorFlow loads oneDNN
+os.environ.setdefault("UNIT_AVX512", "0")  # and the fast paths' forms of a CPU without AVX-512 (unit_tf.fast)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import hashlib  # noqa: E402

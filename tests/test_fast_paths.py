@@ -14,7 +14,7 @@ from helpers import StepLogs, synthetic_digits, tiny_config, tiny_translation_co
 from unit_tf import fast
 from unit_tf.config import DA_SETTINGS, defining_differences, validate
 from unit_tf.errors import UserError
-from unit_tf.fast import conv_matmul
+from unit_tf.fast import conv_matmul, matmul
 from unit_tf.fast.adam import FusedAdam
 from unit_tf.fast.batch_norm import FusedBatchNormalization
 from unit_tf.layers import ConvBlock
@@ -299,8 +299,12 @@ def _outputs_and_gradients(runs, x, variables) -> list[list[np.ndarray]]:
     (keras.layers.Conv2DTranspose(6, (4, 6), strides=2, padding="same"), [3, 3, 2, 5]),  # kernel 4 x 6
     (keras.layers.Conv2DTranspose(6, 8, strides=2, padding="same"), [3, 1, 2, 5]),  # kernel 4x the output
 ])
-def test_tiny_map_convolutions_as_matmuls_equal_the_convolution(layer, shape):
-    """Values and gradients (input, kernel, bias) of the matmul forms equal TF's convolution."""
+@pytest.mark.parametrize("avx512", ["0", "1"])
+def test_tiny_map_convolutions_as_matmuls_equal_the_convolution(layer, shape, avx512, monkeypatch):
+    """Values and gradients (input, kernel, bias) of the matmul forms equal TF's convolution, in the forms of
+    CPUs with and without AVX-512."""
+    monkeypatch.setenv("UNIT_AVX512", avx512)
+    layer = layer.__class__.from_config(layer.get_config())  # a fresh, unbuilt copy for each parameter set
     x = tf.random.stateless_normal(shape, seed=[5, 6])
     layer.build(shape)
     layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed=[7, 8]))
@@ -357,6 +361,47 @@ def test_strided_kernel_gradient_by_block_equals_the_convolution(settings, shape
     _check_kernel_gradient_form(layer, shape, "bfloat16", "strided_kernel_grad",
                                 lambda t, k: tf.nn.conv2d(t, k, layer.strides, "VALID"))
     assert conv_matmul._form(layer, shape[1], shape[2], tf.float32) is None
+
+
+@pytest.mark.parametrize("settings, shape", [
+    (dict(filters=6, kernel_size=5), [3, 8, 8, 9]),  # the discriminator's 5x5 convs
+    (dict(filters=4, kernel_size=(3, 5), use_bias=False), [2, 7, 6, 8]),  # non-square map and kernel
+])
+def test_flipped_input_gradient_equals_the_convolution(settings, shape, monkeypatch):
+    """float32, no AVX-512: a stride-1 'same' conv's input gradient as a conv with the flipped kernel equals TF's;
+    with AVX-512, in bfloat16 and on few input channels the conv keeps oneDNN's."""
+    monkeypatch.setenv("UNIT_AVX512", "0")
+    layer = keras.layers.Conv2D(padding="same", **settings)
+    _check_kernel_gradient_form(layer, shape, "float32", "flipped_input_grad",
+                                lambda t, k: tf.nn.conv2d(t, k, 1, "SAME"))
+    assert conv_matmul._form(layer, shape[1], shape[2], tf.bfloat16) != "flipped_input_grad"
+    few = keras.layers.Conv2D(6, 5, padding="same")
+    few.build([1, 8, 8, conv_matmul.MIN_FLIPPED_CHANNELS - 1])
+    assert conv_matmul._form(few, 8, 8, tf.float32) is None
+    monkeypatch.setenv("UNIT_AVX512", "1")
+    assert conv_matmul._form(layer, shape[1], shape[2], tf.float32) is None
+
+
+@pytest.mark.parametrize("avx512", ["0", "1"])
+@pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (False, True), (True, False), (True, True)])
+def test_matmul_in_the_faster_order_equals_tf_matmul(transpose_a, transpose_b, avx512, monkeypatch):
+    """`fast.matmul.matmul` (rows 5, columns 40: the swapped order where it applies) gives tf.matmul's product
+    and gradients, and swaps exactly where b is stored transposed on a CPU without AVX-512."""
+    monkeypatch.setenv("UNIT_AVX512", avx512)
+    a = tf.random.stateless_normal([16, 5] if transpose_a else [5, 16], seed=[1, 2])
+    b = tf.random.stateless_normal([40, 16] if transpose_b else [16, 40], seed=[3, 4])
+    results = []
+    for run in (tf.matmul, matmul.matmul):
+        with tf.GradientTape() as tape:
+            tape.watch([a, b])
+            c = run(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+            loss = tf.reduce_sum(tf.sin(c))
+        results.append([c.numpy(), *(t.numpy() for t in tape.gradient(loss, [a, b]))])
+    for want, got in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    graph = tf.function(lambda: matmul.product(a, b, transpose_a, transpose_b)).get_concrete_function().graph
+    swapped = any(op.type == "Transpose" for op in graph.get_operations())
+    assert swapped == (transpose_b and avx512 == "0")
 
 
 def test_larger_maps_keep_the_convolution():

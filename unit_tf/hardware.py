@@ -7,7 +7,8 @@ float16 on CPUs with `avx512_fp16` or `amx_fp16` and on GPUs of compute capabili
 TensorFlow emulates them, and a training step can take several times as long as in float32.
 
 Environment overrides (tests, and users who know better than the flags): `UNIT_NATIVE_BF16=0|1` and
-`UNIT_NATIVE_FP16=0|1` decide whether bfloat16 / float16 count as native, whatever the hardware says.
+`UNIT_NATIVE_FP16=0|1` decide whether bfloat16 / float16 count as native, whatever the hardware says;
+`UNIT_AVX512=0|1` whether the CPU counts as one with AVX-512 (which fast-path forms run, `avx512`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,13 @@ def native_fp16() -> bool:
     """float16 math in hardware: every GPU of compute capability >= 7.0, or (no GPU) a CPU with
     avx512_fp16 / amx_fp16. $UNIT_NATIVE_FP16=0|1 overrides."""
     return _native("UNIT_NATIVE_FP16", FP16_CPU_FLAGS, FP16_GPU_CAPABILITY)
+
+
+def avx512() -> bool:
+    """Whether the CPU computes with AVX-512 (`avx512f`): some fast paths were measured faster only on CPUs
+    without it (unit_tf.fast). $UNIT_AVX512=0|1 overrides (tests: the same forms on every machine)."""
+    forced = _override("UNIT_AVX512")
+    return forced if forced is not None else "avx512f" in cpu_flags()
 
 
 def describe() -> str:

@@ -19,6 +19,10 @@ exact rewrites, the kernel variable unchanged:
   `MAX_KERNEL_GRAD_PIXELS` pixels, a 'same' transposed conv of such a map (stride dividing the kernel: the
   generator's 8x8 -> 16x16) and a bfloat16 strided 'valid' conv on a map of at most `MAX_STRIDED_GRAD_PIXELS`
   pixels (the encoder's padded 20x20 -> 8x8).
+On CPUs without AVX-512 (where they were measured faster), in float32: a stride-1 'same' conv (odd kernel, at
+least `MIN_FLIPPED_CHANNELS` input channels) on a larger map takes its input gradient as a forward conv with
+the flipped kernel (oneDNN's backward-data kernel runs at half its forward kernel's speed there), and the
+matmuls above take the operand order of `unit_tf.fast.matmul`.
 Everything else returns None and runs as the convolution it is.
 
 Whether these run at all is the caller's decision (`unit_tf.fast.enabled(model.fast_paths)`, in ConvBlock):
@@ -36,6 +40,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from unit_tf import hardware
+from unit_tf.fast.matmul import matmul, product
+
 #: Largest map (pixels) for the Toeplitz form: at 4x4 a 5x5 kernel reaches 77 % of the input pixels of each
 #: output pixel, so the dense matmul does little wasted work; at 8x8 it is 28 % and the conv is faster.
 MAX_TOEPLITZ_PIXELS = 16
@@ -44,6 +51,11 @@ MAX_TOEPLITZ_PIXELS = 16
 #: layer), and a transposed conv (any dtype) block by block; on 16x16 maps oneDNN's own kernel gradients are
 #: as fast or faster.
 MAX_KERNEL_GRAD_PIXELS = 64
+
+#: Fewest input channels for which a float32 stride-1 'same' conv takes its input gradient as a forward conv
+#: with the flipped kernel (CPUs without AVX-512): from 8 channels up it was measured faster than oneDNN's
+#: backward-data kernel, on 3 slower.
+MIN_FLIPPED_CHANNELS = 8
 
 #: Largest (padded) input on which a bfloat16 strided 'valid' conv takes its kernel gradient block by block:
 #: the digit encoder's 20x20 -> 8x8; on its 36x36 first layer (5 channels) and in float32 oneDNN's kernel
@@ -66,17 +78,19 @@ def convolve(conv: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor | None:
         y = _transposed_block_kernel_grad(x, kernel, conv.strides[0])
     elif form == "strided_kernel_grad":
         y = _strided_block_kernel_grad(x, kernel, conv.strides[0])
+    elif form == "flipped_input_grad":
+        y = _conv_flipped_input_grad(x, kernel)
     elif form == "overlap_add":
         y = _overlap_add(x, kernel, conv.strides[0])
     elif form == "dense_transposed":
         # kernel [kh, kw, out, in]: y[n, i, j, o] = sum_c x[n, c] * kernel[i, j, o, c]
-        y = tf.matmul(tf.reshape(x, [-1, kernel.shape[3]]), tf.reshape(kernel, [-1, kernel.shape[3]]),
-                      transpose_b=True)
+        y = matmul(tf.reshape(x, [-1, kernel.shape[3]]), tf.reshape(kernel, [-1, kernel.shape[3]]),
+                   transpose_b=True)
         y = tf.reshape(y, [-1, kh, kw, conv.filters])
     elif form == "dense":
         # kernel [kh, kw, in, out] flattened in the order NHWC flattens x: one matmul to [N, 1, 1, out].
-        y = tf.reshape(tf.matmul(tf.reshape(x, [-1, kh * kw * kernel.shape[2]]),
-                                 tf.reshape(kernel, [-1, conv.filters])), [-1, 1, 1, conv.filters])
+        y = tf.reshape(matmul(tf.reshape(x, [-1, kh * kw * kernel.shape[2]]),
+                              tf.reshape(kernel, [-1, conv.filters])), [-1, 1, 1, conv.filters])
     else:
         y = _toeplitz_conv(x, kernel)
     if conv.use_bias:
@@ -110,34 +124,59 @@ def _form(conv: keras.layers.Layer, h: int, w: int, dtype: tf.DType) -> str | No
         return None
     if tiny:
         return "toeplitz"
-    tap_grad = dtype == tf.bfloat16 and h * w <= MAX_KERNEL_GRAD_PIXELS
-    return "tap_kernel_grad" if tap_grad else None
+    if dtype == tf.bfloat16 and h * w <= MAX_KERNEL_GRAD_PIXELS:
+        return "tap_kernel_grad"
+    flipped = dtype == tf.float32 and conv.kernel.shape[2] >= MIN_FLIPPED_CHANNELS and not hardware.avx512()
+    return "flipped_input_grad" if flipped else None
 
 
 def _toeplitz_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-    """Stride-1 'same' conv as x @ T, T = the Toeplitz matrix [(in pixel, in channel), (out pixel, out channel)].
+    """Stride-1 'same' conv as one matmul with the conv's Toeplitz matrix T [(in pixel, channel), (out pixel,
+    channel)].
 
-    The kernel gradient sums dT's pixel-pair blocks onto their taps; dT is formed as a batch of per-pair
-    products x_i^T dy_o already in (pair, channels) order, so no transpose of the large dT is needed.
+    T is gathered from the kernel's taps (plus one zero block for pixel pairs no tap joins) straight into the
+    layout its matmul reads fastest, so the large T is written once and never transposed: the input gradient
+    dy @ T^T reads T as [(c, i), (o, d)] (x reordered to channel-major); the forward pass x @ T reads the same
+    T on CPUs with AVX-512 and in bfloat16, elsewhere T^T as [(d, o), (i, c)] (in unit_tf.fast.matmul's
+    swapped order).
+    The kernel gradient: where T^T is used, one matmul per tap over the pixels it joins
+    (`_kernel_grad_by_valid_taps`); else dT's pixel-pair blocks summed onto their taps, dT formed as a batch of
+    per-pair products x_i^T dy_o already in (pair, channels) order, so no transpose of the large dT is needed.
     """
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     kh, kw, _, d = kernel.shape
-    p = h * w
-    placement = tf.constant(_placement(h, w, kh, kw).reshape(p * p, kh * kw), kernel.dtype)  # [(i, o), tap]
+    p, taps = h * w, kh * kw
+    placed = _placement(h, w, kh, kw)  # [i, o, tap]
+    placement = tf.constant(placed.reshape(p * p, taps), kernel.dtype)  # [(i, o), tap]
+    tap_of_pair = np.where(placed.any(-1), placed.argmax(-1), taps).astype(np.int32)  # [i, o]; taps: none
+    output_major = x.dtype == tf.float32 and not hardware.avx512()
 
     @tf.custom_gradient
     def run(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        blocks = tf.matmul(placement, tf.reshape(kernel, [kh * kw, c * d]))  # block (i, o) = kernel[tap(i, o)]
-        toeplitz = tf.reshape(tf.transpose(tf.reshape(blocks, [p, p, c, d]), [0, 2, 1, 3]), [p * c, p * d])
-        y = tf.matmul(tf.reshape(x, [-1, p * c]), toeplitz)
+        k = tf.concat([tf.reshape(kernel, [taps, c, d]), tf.zeros([1, c, d], kernel.dtype)], axis=0)  # + zero
+
+        def input_major() -> tf.Tensor:  # T [(c, i), (o, d)]
+            return tf.reshape(tf.gather(tf.transpose(k, [1, 0, 2]), tap_of_pair, axis=1), [c * p, p * d])
+
+        if output_major:
+            t_out = tf.reshape(tf.gather(tf.transpose(k, [2, 0, 1]), tap_of_pair.T, axis=1), [d * p, p * c])
+            y = product(tf.reshape(x, [-1, p * c]), t_out, transpose_b=True)  # [N, (d, o)]
+            y = tf.transpose(tf.reshape(y, [-1, d, p]), [0, 2, 1])  # [N, o, d]
+        else:
+            t_in = input_major()
+            y = tf.matmul(tf.reshape(tf.transpose(tf.reshape(x, [-1, p, c]), [0, 2, 1]), [-1, c * p]), t_in)
 
         def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             dy = tf.reshape(dy, [-1, p * d])
-            dx = tf.matmul(dy, toeplitz, transpose_b=True)
-            x_pixels = tf.transpose(tf.reshape(x, [-1, p, c]), [1, 2, 0])[:, None]  # [i, 1, c, N]
-            dy_pixels = tf.transpose(tf.reshape(dy, [-1, p, d]), [1, 0, 2])[None]  # [1, o, N, d]
-            d_blocks = tf.reshape(tf.matmul(x_pixels, dy_pixels), [p * p, c * d])  # [(i, o), (c, d)]
-            d_kernel = tf.matmul(placement, d_blocks, transpose_a=True)
+            dx = tf.transpose(tf.reshape(product(dy, input_major() if output_major else t_in, transpose_b=True),
+                                         [-1, c, p]), [0, 2, 1])
+            if output_major:
+                d_kernel = _kernel_grad_by_valid_taps(x, tf.reshape(dy, [-1, h, w, d]), kh, kw)
+            else:
+                x_pixels = tf.transpose(tf.reshape(x, [-1, p, c]), [1, 2, 0])[:, None]  # [i, 1, c, N]
+                dy_pixels = tf.transpose(tf.reshape(dy, [-1, p, d]), [1, 0, 2])[None]  # [1, o, N, d]
+                d_blocks = tf.reshape(tf.matmul(x_pixels, dy_pixels), [p * p, c * d])  # [(i, o), (c, d)]
+                d_kernel = tf.matmul(placement, d_blocks, transpose_a=True)
             return tf.reshape(dx, tf.shape(x)), tf.reshape(d_kernel, kernel.shape)
 
         return tf.reshape(y, [-1, h, w, d]), grad
@@ -145,10 +184,30 @@ def _toeplitz_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     return run(x, kernel)
 
 
+def _kernel_grad_by_valid_taps(x: tf.Tensor, dy: tf.Tensor, kh: int, kw: int) -> tf.Tensor:
+    """Kernel gradient [kh, kw, in, out] of a stride-1 'same' conv (odd kernel) of x whose output gradient is dy:
+    per tap one matmul over just the output pixels whose input pixel lies inside the map (no padding zeros:
+    on 4x4 maps a 5x5 kernel's taps reach 196 of the 400 padded pixel pairs)."""
+    h, w, c, d = x.shape[1], x.shape[2], x.shape[3], dy.shape[3]
+    ph, pw = kh // 2, kw // 2
+    taps = []
+    for ti in range(kh):
+        for tj in range(kw):
+            top, bottom = max(0, ph - ti), min(h, h + ph - ti)  # output rows whose input row is in the map
+            left, right = max(0, pw - tj), min(w, w + pw - tj)
+            if top >= bottom or left >= right:
+                taps.append(tf.zeros([c, d], x.dtype))
+                continue
+            x_tap = x[:, top + ti - ph:bottom + ti - ph, left + tj - pw:right + tj - pw, :]
+            taps.append(tf.matmul(tf.reshape(x_tap, [-1, c]), tf.reshape(dy[:, top:bottom, left:right, :], [-1, d]),
+                                  transpose_a=True))
+    return tf.reshape(tf.stack(taps), [kh, kw, c, d])
+
+
 def _with_kernel_grad(x: tf.Tensor, kernel: tf.Tensor, forward: Callable, input_grad: Callable,
                       kernel_grad: Callable) -> tf.Tensor:
-    """forward(x, kernel), a oneDNN convolution, with its input gradient input_grad(dy, x, kernel) (oneDNN's too)
-    but its kernel gradient kernel_grad(x, dy) — the one oneDNN computes slowly on small maps."""
+    """forward(x, kernel), a oneDNN convolution, with the gradients input_grad(dy, x, kernel) and
+    kernel_grad(x, dy): whichever of oneDNN's backward kernels is slow for it replaced."""
 
     @tf.custom_gradient
     def run(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
@@ -190,6 +249,20 @@ def _conv_tap_kernel_grad(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         input_grad=lambda dy, x, k: tf.nn.conv2d_transpose(dy, k, tf.shape(x), 1, "SAME"),
         kernel_grad=lambda x, dy: _kernel_grad_by_blocks(
             tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]]), dy, 1, kernel.shape),
+    )
+
+
+def _conv_flipped_input_grad(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """Stride-1 'same' conv (odd kernel) whose input gradient is a forward conv of dy with the kernel flipped
+    in space and its in / out channels swapped: dx[p] = sum_t dy[p - t + c] K[t]^T, the same sum oneDNN's
+    backward-data kernel computes, at its forward kernel's speed (float32, CPUs without AVX-512)."""
+    return _with_kernel_grad(
+        x, kernel,
+        forward=lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
+        input_grad=lambda dy, x, k: tf.nn.conv2d(dy, tf.transpose(tf.reverse(k, [0, 1]), [0, 1, 3, 2]), 1,
+                                                 "SAME"),
+        kernel_grad=lambda x, dy: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"),
     )
 
 
