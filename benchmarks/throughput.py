@@ -68,33 +68,39 @@ def parse_args(argv: list[str] | None) -> Any:
     return args
 
 
-def graph_flops(concrete_function: Any) -> int:
-    """Float operations the traced function EXECUTES (TF profiler's per-op formulas on static shapes).
-
-    Only ops the runtime keeps are counted: those an output, a control output or a stateful op (variable
-    updates) depends on. TF prunes the rest before running a function, e.g. the weight gradients of the
-    discriminator that the tape builds during the generator update and nothing reads; counting them would
-    inflate the FLOPs and the MFU (by 6 % for digits_official)."""
-    from tensorflow.python.framework import ops as tf_ops
-    from tensorflow.python.profiler.internal import flops_registry  # noqa: F401  (registers the formulas)
-
+def live_ops(concrete_function: Any) -> list[Any]:
+    """The ops of the traced function the runtime EXECUTES: those an output, a control output or a stateful op
+    (variable updates) depends on. TF prunes the rest before running a function, e.g. the weight gradients of
+    the discriminator that the tape builds during the generator update and nothing reads."""
     graph = concrete_function.graph
     stack = [t.op for t in concrete_function.outputs] + list(graph.control_outputs)
     stack += [op for op in graph.get_operations() if op.op_def.is_stateful]
-    live: set[str] = set()
-    total = 0
+    live: dict[str, Any] = {}
     while stack:
         op = stack.pop()
         if op.name in live:
             continue
-        live.add(op.name)
+        live[op.name] = op
         stack.extend(t.op for t in op.inputs)
         stack.extend(op.control_inputs)
-        try:
-            total += tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value or 0
-        except ValueError:  # no flops formula registered for this op type (data movement, control flow)
-            pass
-    return int(total)
+    return list(live.values())
+
+
+def op_flops(op: Any) -> int:
+    """Float operations of one graph op (TF profiler's formula on static shapes; 0 where none is registered)."""
+    from tensorflow.python.framework import ops as tf_ops
+    from tensorflow.python.profiler.internal import flops_registry  # noqa: F401  (registers the formulas)
+
+    try:
+        return int(tf_ops.get_stats_for_node_def(op.graph, op.node_def, "flops").value or 0)
+    except ValueError:  # no flops formula registered for this op type (data movement, control flow)
+        return 0
+
+
+def graph_flops(concrete_function: Any) -> int:
+    """Float operations the traced function executes (`live_ops`; counting the pruned ones would inflate the
+    FLOPs and the MFU, by 6 % for digits_official)."""
+    return sum(op_flops(op) for op in live_ops(concrete_function))
 
 
 class MatmulPeak:
