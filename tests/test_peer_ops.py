@@ -1,5 +1,6 @@
 """benchmarks/peer_ops.py: the op list adds up to the step's FLOPs, every listed op runs alone in TF with the
-shapes it has in the step, and the JSON line (torch's side where torch is installed) adds up."""
+shapes it has in the step (the CLI times them all), and the JSON line (torch's side where torch is installed)
+adds up."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from helpers import ROOT, run_script
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from peer_ops import CONVOLUTIONS, MATMULS, report, step_ops, time_tf, torch_padding  # noqa: E402
+from peer_ops import CONVOLUTIONS, MATMULS, report, step_ops, torch_padding  # noqa: E402
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 TINY = {"model.gen_ch": 4, "model.dis_ch": 4, "data.batch_size": 4}
@@ -34,8 +35,7 @@ def test_step_ops_group_the_steps_convolutions_and_matmuls():
     total = graph_flops(step.get_concrete_function(data.element_spec))
     listed = sum(op["flops"] * op["count"] for op in ops)
     assert 0.95 * total <= listed <= total  # convolutions and matmuls are nearly all of a step's arithmetic
-    for op in ops:  # each runs alone with the step's shapes (the raw op checks them)
-        assert time_tf(op, repeats=1) > 0
+    # (each op running alone with the step's shapes: test_peer_ops_prints_one_json_line times them all)
 
 
 @pytest.mark.parametrize("op, padding", [
