@@ -88,6 +88,22 @@ def test_source_only_training_touches_only_the_classifier_path():
     np.testing.assert_allclose(model.classify(x, "a"), model.classify(x, "b"), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dataset", ["mnist_mnistm", "svhn_mnist"])
+def test_target_path_starts_as_the_source_only_classifier_across_channel_counts(dataset):
+    """Gray source, RGB target (and the reverse): after the copy, D_b on a target image classifies exactly as the
+    source-only path on that image converted as the target accuracy converts it (match_channels)."""
+    from unit_tf.data.pipeline import match_channels
+
+    config = da_config(dataset)
+    assert config.model.channels_a != config.model.channels_b
+    model = build_model(config)
+    x = batch(config)["x_b"]
+    model.classify(x, "b")  # build D_b
+    assert adaptation.copy_source_path_to_target(model)
+    np.testing.assert_allclose(model.classify(x, "b"), model.classify(match_channels(x, config.model.channels_a), "a"),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_repeated_evaluation_reuses_one_traced_predictor():
     model = build_model(da_config())
     rng = np.random.default_rng(0)
@@ -285,7 +301,7 @@ def test_svhn_mnist_adaptation_runs_on_tfds_mock_data(tmp_path, monkeypatch):
         model = train(config, tmp_path / "run", verbose=0).model
     assert int(model.g_optimizer.iterations.numpy()) == 2
     baseline = adaptation.read_json(tmp_path / "run" / "eval" / "source_only.json")
-    assert baseline["target_path_initialized"] is False  # RGB source, gray target: D_b's first block differs
+    assert baseline["target_path_initialized"] is True  # RGB source, gray target: D_b's first kernel summed from D_a's
     assert len(adaptation.read_accuracy_csv(tmp_path / "run" / "accuracy.csv")) == 1
 
 

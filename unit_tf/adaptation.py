@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from unit_tf import losses
 from unit_tf.callbacks import StopRequests
-from unit_tf.data.pipeline import DomainData, eval_batches, match_channels, source_dataset
+from unit_tf.data.pipeline import GRAY_WEIGHTS, DomainData, eval_batches, match_channels, source_dataset
 from unit_tf.distribute import MultiWorkerFit, fit_outputs
 from unit_tf.files import write_text
 from unit_tf.model import UNIT
@@ -117,17 +117,38 @@ class SourceOnlyTrainer(MultiWorkerFit, keras.Model):
 
 
 def copy_source_path_to_target(unit: UNIT) -> bool:
-    """Start D_b's private layers from D_a's when their shapes match (same channel count), so the target
-    path begins as the source-only classifier. Returns whether it copied."""
+    """Start D_b's private layers from D_a's, so the target path begins as the source-only classifier: where the
+    domains' channel counts differ, the first conv's kernel is converted so that D_b(x) = D_a(match_channels(x))
+    — the source-only classifier as the target accuracy measures it (RGB -> gray: each colour channel gets the
+    luminance weight times the gray kernel; gray -> RGB: the gray kernel is the sum of the colour kernels).
+    Returns whether it copied (False where the private layers differ in more than that)."""
     disc = unit.discriminators.scales[0]
     pairs = list(zip(disc.private_layers("a"), disc.private_layers("b"), strict=True))
     vars_a = [v for layer, _ in pairs for v in layer.variables]
     vars_b = [v for _, layer in pairs for v in layer.variables]
-    if [v.shape for v in vars_a] != [v.shape for v in vars_b]:
+    if len(vars_a) != len(vars_b):
         return False
-    for src, dst in zip(vars_a, vars_b, strict=True):
-        dst.assign(src)
+    values = [_for_channels(src, dst.shape) for src, dst in zip(vars_a, vars_b, strict=True)]
+    if any(value is None for value in values):
+        return False
+    for value, dst in zip(values, vars_b, strict=True):
+        dst.assign(value)
     return True
+
+
+def _for_channels(source: tf.Variable, shape: tf.TensorShape) -> tf.Tensor | None:
+    """source's value for a variable of `shape`: itself where the shapes match, a conv kernel [kh, kw, in, out]
+    converted between 1 and 3 input channels (as match_channels converts images), else None."""
+    if source.shape == shape:
+        return tf.convert_to_tensor(source)
+    if len(shape) != 4 or source.shape[:2] != shape[:2] or source.shape[3] != shape[3]:
+        return None
+    have, want = source.shape[2], shape[2]
+    if (have, want) == (1, 3):  # D_b sees RGB, the source-only path saw its luminance
+        return tf.convert_to_tensor(source) * tf.reshape(tf.constant(GRAY_WEIGHTS, source.dtype), [1, 1, 3, 1])
+    if (have, want) == (3, 1):  # D_b sees gray, the source-only path saw it repeated into RGB
+        return tf.reduce_sum(tf.convert_to_tensor(source), axis=2, keepdims=True)
+    return None
 
 
 def make_source_only_trainer(unit: UNIT, strategy: tf.distribute.Strategy | None = None) -> SourceOnlyTrainer:
