@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from unit_tf import losses
 from unit_tf.callbacks import StopRequests
-from unit_tf.data.pipeline import GRAY_WEIGHTS, DomainData, eval_batches, match_channels, source_dataset
+from unit_tf.data.pipeline import DomainData, eval_batches, match_channels, source_dataset
 from unit_tf.distribute import MultiWorkerFit, fit_outputs
 from unit_tf.files import write_text
 from unit_tf.model import UNIT
@@ -145,7 +145,8 @@ def _for_channels(source: tf.Variable, shape: tf.TensorShape) -> tf.Tensor | Non
         return None
     have, want = source.shape[2], shape[2]
     if (have, want) == (1, 3):  # D_b sees RGB, the source-only path saw its luminance
-        return tf.convert_to_tensor(source) * tf.reshape(tf.constant(GRAY_WEIGHTS, source.dtype), [1, 1, 3, 1])
+        luminance = tf.image.rgb_to_grayscale(tf.eye(3, dtype=source.dtype))  # [3, 1]: each channel's weight
+        return tf.convert_to_tensor(source) * tf.reshape(luminance, [1, 1, 3, 1])
     if (have, want) == (3, 1):  # D_b sees gray, the source-only path saw it repeated into RGB
         return tf.reduce_sum(tf.convert_to_tensor(source), axis=2, keepdims=True)
     return None

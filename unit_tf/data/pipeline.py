@@ -46,10 +46,6 @@ def with_inverted(domain: DomainData) -> DomainData:
     return DomainData(domain.name, np.concatenate([domain.images, 255 - domain.images]), labels)
 
 
-#: The luminance weights of tf.image.rgb_to_grayscale (ITU-R BT.601), which match_channels applies.
-GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
-
-
 def match_channels(images: tf.Tensor, channels: int) -> tf.Tensor:
     """Gray -> RGB by repetition, RGB -> gray by luminance: feed one domain's images to the other's network."""
     have = images.shape[-1]

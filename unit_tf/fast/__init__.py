@@ -17,6 +17,7 @@ import functools
 
 import tensorflow as tf
 
+from unit_tf import hardware
 from unit_tf.config import FAST_PATHS as SETTINGS  # the values of model.fast_paths
 
 
@@ -34,3 +35,9 @@ def enabled(setting: str) -> bool:
     if setting == "auto":
         return not gpu_visible()
     raise ValueError(f"fast_paths must be one of {', '.join(SETTINGS)}, got {setting!r}")
+
+
+def fp32_without_avx512(dtype: tf.DType) -> bool:
+    """Whether the float32 forms measured faster only on CPUs without AVX-512 apply: float32 math on such a CPU
+    (hardware.avx512, $UNIT_AVX512)."""
+    return dtype == tf.float32 and not hardware.avx512()

@@ -40,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from unit_tf import hardware
+from unit_tf.fast import fp32_without_avx512
 from unit_tf.fast.matmul import matmul, product
 
 #: Largest map (pixels) for the Toeplitz form: at 4x4 a 5x5 kernel reaches 77 % of the input pixels of each
@@ -126,7 +126,7 @@ def _form(conv: keras.layers.Layer, h: int, w: int, dtype: tf.DType) -> str | No
         return "toeplitz"
     if dtype == tf.bfloat16 and h * w <= MAX_KERNEL_GRAD_PIXELS:
         return "tap_kernel_grad"
-    flipped = dtype == tf.float32 and conv.kernel.shape[2] >= MIN_FLIPPED_CHANNELS and not hardware.avx512()
+    flipped = fp32_without_avx512(dtype) and conv.kernel.shape[2] >= MIN_FLIPPED_CHANNELS
     return "flipped_input_grad" if flipped else None
 
 
@@ -147,9 +147,10 @@ def _toeplitz_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     kh, kw, _, d = kernel.shape
     p, taps = h * w, kh * kw
     placed = _placement(h, w, kh, kw)  # [i, o, tap]
-    placement = tf.constant(placed.reshape(p * p, taps), kernel.dtype)  # [(i, o), tap]
     tap_of_pair = np.where(placed.any(-1), placed.argmax(-1), taps).astype(np.int32)  # [i, o]; taps: none
-    output_major = x.dtype == tf.float32 and not hardware.avx512()
+    output_major = fp32_without_avx512(x.dtype)
+    if not output_major:
+        placement = tf.constant(placed.reshape(p * p, taps), kernel.dtype)  # [(i, o), tap]
 
     @tf.custom_gradient
     def run(x: tf.Tensor, kernel: tf.Tensor) -> tuple[tf.Tensor, Any]:
@@ -240,15 +241,14 @@ def _kernel_grad_by_blocks(x: tf.Tensor, dy: tf.Tensor, stride: int, kernel_shap
 
 
 def _conv_tap_kernel_grad(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-    """Stride-1 'same' conv (odd kernel) whose kernel gradient is one matmul per tap of the zero-padded x
+    """Stride-1 'same' conv (odd kernel) whose kernel gradient is one matmul per tap over the pixels it joins
     (bf16: the D's 8x8 maps)."""
     kh, kw = kernel.shape[0], kernel.shape[1]
     return _with_kernel_grad(
         x, kernel,
         forward=lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"),
         input_grad=lambda dy, x, k: tf.nn.conv2d_transpose(dy, k, tf.shape(x), 1, "SAME"),
-        kernel_grad=lambda x, dy: _kernel_grad_by_blocks(
-            tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]]), dy, 1, kernel.shape),
+        kernel_grad=lambda x, dy: _kernel_grad_by_valid_taps(x, dy, kh, kw),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from unit_tf import hardware
+from unit_tf.fast import fp32_without_avx512
 
 #: The product a @ b^T is taken as (b @ a^T)^T when b has at least this many times a's rows.
 MIN_ROWS_RATIO = 4
@@ -25,8 +25,8 @@ def product(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: 
     """tf.matmul(a, b, transpose_a, transpose_b), as (b^T a^T)^T where that was measured faster."""
     rows = a.shape[-1] if transpose_a else a.shape[0]
     columns = b.shape[0] if transpose_b else b.shape[-1]
-    swap = (transpose_b and a.dtype == tf.float32 and rows is not None and columns is not None
-            and columns >= MIN_ROWS_RATIO * rows and not hardware.avx512())
+    swap = (transpose_b and fp32_without_avx512(a.dtype) and rows is not None and columns is not None
+            and columns >= MIN_ROWS_RATIO * rows)
     if swap:  # C^T = b_stored @ op(a)^T: b [N, K] is already the left operand as stored
         return tf.transpose(tf.matmul(b, a, transpose_b=not transpose_a))
     return tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
