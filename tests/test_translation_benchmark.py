@@ -106,14 +106,32 @@ def test_no_edges_gives_nan_not_an_error():
 
 # ---------------------------------------------------------------------------------- the tasks' truths
 
-def test_invert_data_is_unchanged_and_truths_are_exact():
-    task = bench.shape_task("invert", 4, 3, 16, "test")
-    assert np.array_equal(task.train_a, bench.shapes(4, bench.FILE_SIZE, 0))
-    assert np.array_equal(task.train_b, 255 - bench.shapes(4, bench.FILE_SIZE, 1))
+def test_invert_truths_are_exact_and_identifiable():
+    task = bench.shape_task("invert", 300, 3, 16, "test")
+    assert np.array_equal(task.train_a, bench.shapes(300, bench.FILE_SIZE, 0))
+    assert np.array_equal(task.train_b, 255 - bench.shapes(300, bench.FILE_SIZE, 1))
     assert np.array_equal(task.test_b, 255 - bench.shapes(3, 16, 3))
     assert np.array_equal(task.to_a(task.to_b(task.test_a)), task.test_a)
     dev = bench.shape_task("invert", 4, 3, 16, "dev")
-    assert np.array_equal(dev.train_a, task.train_a) and not np.array_equal(dev.test_a, task.test_a)
+    assert np.array_equal(dev.train_a, task.train_a[:4]) and not np.array_equal(dev.test_a, task.test_a)
+    # Only the inversion itself turns A's colours into B's: with the channels in any other order, the
+    # inverted backgrounds' channel means miss B's by tens of levels (they match within a few).
+    corner = lambda images: images[:, 0, 0].astype(float)  # noqa: E731 - the background colour
+    a, b = corner(task.train_a), corner(task.train_b)
+    assert np.abs((255 - a).mean(0) - b.mean(0)).max() < 6
+    for order in fidelity.OTHER_CHANNEL_ORDERS:
+        assert np.abs((255 - a[:, order]).mean(0) - b.mean(0)).max() > 20
+    # Nor does a lightness flip that keeps the hue (255 - x with the chroma x - mean(x) kept).
+    flipped = 255 - a.mean(1, keepdims=True) + (a - a.mean(1, keepdims=True))
+    assert np.abs(flipped.mean(0) - b.mean(0)).max() > 20
+
+
+def test_l1_permuted_finds_a_channel_swapped_answer():
+    truth = truth_images()
+    assert fidelity.l1_permuted(truth[..., [1, 0, 2]], truth) == 0.0
+    m = fidelity.fidelity(truth[..., [0, 2, 1]], truth)
+    assert m["l1_permuted"] == 0.0 < m["l1"]
+    assert fidelity.fidelity(truth, truth)["l1_permuted"] > 0.01
 
 
 def test_hue_task_turns_warm_colours_to_cool_ones_exactly():

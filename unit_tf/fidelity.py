@@ -17,9 +17,15 @@ Pure numpy. Images are [N, H, W, C] (or [H, W, C]) in [0, 1] pixel units; `y` is
   RMS deviation from their mean is below FLAT_RMS count 0 (nothing to speak of), and CHECKER_EPS is added above
   and below the ratio so a flat truth does not divide by 0. checkerboard_corner: the same ratio on each 8x8
   corner patch, the largest of the four.
+- l1_permuted (RGB only): L1 to the nearest truth with its channels in another order (the smallest of the five).
+  Below l1, the translation is closer to a channel-swapped answer than to the right one: the sign of a task whose
+  two domains' colour distributions are symmetric under that swap, where unpaired data cannot tell the two maps
+  apart (docs/translation.md, "Known answers must be identifiable").
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -31,6 +37,8 @@ CORNER = 8
 FLAT_RMS = 1.0 / 255
 #: Added to both mean energy shares of the checkerboard ratio (a flat truth has share 0).
 CHECKER_EPS = 1e-3
+#: The channel orders of l1_permuted: every one but (R, G, B).
+OTHER_CHANNEL_ORDERS = [list(p) for p in itertools.permutations(range(3)) if p != (0, 1, 2)]
 
 
 def _batch(images: np.ndarray) -> np.ndarray:
@@ -117,6 +125,12 @@ def checkerboard_corner(y: np.ndarray, truth: np.ndarray) -> float:
     return max(checkerboard(py, pt) for py, pt in zip(corner_patches(y), corner_patches(truth), strict=True))
 
 
+def l1_permuted(y: np.ndarray, truth: np.ndarray) -> float:
+    """Mean |y - truth[..., order]| for the nearest of the other channel orders of an RGB truth."""
+    y, truth = _batch(y), _batch(truth)
+    return min(float(np.abs(y - truth[..., order]).mean()) for order in OTHER_CHANNEL_ORDERS)
+
+
 def fidelity(y: np.ndarray, truth: np.ndarray, x: np.ndarray | None = None) -> dict[str, float]:
     """All the metrics of y against the truth; with the untranslated input x also identity_l1 (not translating)."""
     y, truth = _batch(y), _batch(truth)
@@ -129,4 +143,6 @@ def fidelity(y: np.ndarray, truth: np.ndarray, x: np.ndarray | None = None) -> d
     result.update({"l1_edge": masked_l1(y, truth, edges), "l1_flat": masked_l1(y, truth, ~edges),
                    "edge_fraction": float(edges.mean()), "sharpness": sharpness(y, truth, edges),
                    "checkerboard": checkerboard(y, truth), "checkerboard_corner": checkerboard_corner(y, truth)})
+    if truth.shape[-1] == 3:
+        result["l1_permuted"] = l1_permuted(y, truth)
     return result
