@@ -9,11 +9,15 @@ OUTPUT_DIR/<task>/, on two folders of DIFFERENT (unpaired) 48 px PNGs read throu
 (resize, random crop, flip). The right translation of every task is known:
 
 - invert: A = bright shapes (ellipses, rectangles) of random colour on dark backgrounds, B = other such images
-  colour-inverted. A -> B and B -> A: 255 - x. The colours' ranges differ per channel, so
-  that no other simple map (a channel swap, a lightness flip that keeps the hue) turns A's colours into B's.
+  colour-inverted. A -> B and B -> A: 255 - x.
 - hue: A = shapes in warm colours (hues within 60 degrees of red, saturated: bright shapes on dark backgrounds),
   B = other such images hue-rotated by 120 degrees, the channel roll (R, G, B) -> (B, R, G) (greens and cyans).
   A -> B: the roll; B -> A: the inverse roll.
+
+A known answer must also be the only answer the unpaired data allow: each colour coordinate is drawn skewed,
+over ranges that differ per channel (invert), so that no other simple map (two channels swapped, a reflected hue
+range, the shape's and the background's colours exchanged) turns A's colour distribution into B's
+(`dark_and_bright`, `warm`). The first versions of both tasks allowed such maps, and runs learned them.
 - photo_negative: natural photos (--photos: a CycleGAN-layout folder; trainA + trainB pooled, shuffled with a
   fixed seed, halved) against the other half's negatives. A -> B and B -> A: 255 - x. Test images: testA + testB
   pooled, shuffled, halved. Photos are centre-cropped to a square and resized (unit_tf/data/image_files.py).
@@ -66,7 +70,7 @@ FILE_SIZE = 48  # the PNGs' size; training crops image_size from the resized ima
 TASKS = ("invert", "hue", "photo_negative")
 PHOTO_TASK = "photo_negative"
 #: The invert task's domain A: per channel (R, G, B) the largest background value and the smallest shape value.
-BACKGROUND_MAX, SHAPE_MIN = (150, 80, 20), (105, 175, 235)
+BACKGROUND_MAX, SHAPE_MIN = (180, 100, 25), (205, 215, 225)
 #: The hue task's domain A: hues (fractions of a turn) of both colours, saturation and value of shape and
 #: background.
 WARM_HUES, SATURATION, SHAPE_VALUE, BACKGROUND_VALUE = (0.0, 1 / 6), (0.6, 1.0), (0.75, 1.0), (0.2, 0.4)
@@ -118,24 +122,41 @@ def parse_args(argv: list[str] | None) -> Any:
 
 # ---------------------------------------------------------------------------------------------- the data
 
+def skewed(rng: np.random.Generator, low: float, high: float, size: int | None = None) -> np.ndarray:
+    """Values in [low, high] with density falling from low to high (low + (high - low) * u**2): an asymmetric
+    distribution, so that no reflection of the range (x -> low + high - x) or shift keeps it."""
+    return low + (high - low) * rng.random(size) ** 2
+
+
 def dark_and_bright(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The invert task's colours: a dark background and a bright shape, each channel uniform over its own range
-    (BACKGROUND_MAX, SHAPE_MIN). Unequal ranges, so that the inversion is the only simple map of A's colours onto
-    B's: with the same range for every channel (this task's first version) the inversion with any two channels
-    swapped fitted B exactly as well, and the benchmark measured which of the six a run happened to learn."""
-    background = rng.integers(0, np.array(BACKGROUND_MAX) + 1)
-    return background, rng.integers(np.array(SHAPE_MIN), 256)
+    """The invert task's colours: a dark background and a bright shape, each channel skewed towards its extreme
+    over its own range (BACKGROUND_MAX, SHAPE_MIN).
+
+    Skewed and unequal, so that the inversion is the only simple map of A's colours onto B's. In this task's
+    first version every channel was uniform over the same range, and three other maps fitted B as well: the
+    inversion with two channels swapped, painting the background in the shape's colour and the shape in the
+    background's (B's backgrounds were A's shape colours), and within each range a shift instead of the
+    reflection. The ranges' widths now differ per channel and between backgrounds (180, 100, 25) and shapes
+    (50, 40, 30), and no shift or reflection keeps a skewed distribution."""
+    background = np.floor(skewed(rng, 0, np.array(BACKGROUND_MAX) + 1))
+    return background, 255 - np.floor(skewed(rng, 0, 256 - np.array(SHAPE_MIN)))
 
 
 def warm(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The hue task's colours: saturated warm hues (WARM_HUES), a dark background and a bright shape."""
+    """The hue task's colours: saturated warm hues (WARM_HUES), a dark background and a bright shape; hue,
+    saturation and value each skewed (towards red, full saturation, the extreme value) so that the roll is the
+    only simple map onto B's colours. In this task's first version they were uniform, and a translation that
+    reflected the hue range (red -> cyan, yellow -> green instead of red -> green, yellow -> cyan) fitted B as
+    well as the roll, and so did reflecting saturation or value within their ranges."""
     import colorsys
 
-    def colour(value: tuple[float, float]) -> np.ndarray:
-        h, s, v = rng.uniform(*WARM_HUES), rng.uniform(*SATURATION), rng.uniform(*value)
+    def colour(value: tuple[float, float], bright: bool) -> np.ndarray:
+        h = skewed(rng, *WARM_HUES)
+        s = SATURATION[1] + SATURATION[0] - skewed(rng, *SATURATION)
+        v = value[1] + value[0] - skewed(rng, *value) if bright else skewed(rng, *value)
         return np.round(np.array(colorsys.hsv_to_rgb(h, s, v)) * 255)
 
-    return colour(BACKGROUND_VALUE), colour(SHAPE_VALUE)
+    return colour(BACKGROUND_VALUE, False), colour(SHAPE_VALUE, True)
 
 
 def shapes(n: int, size: int, seed: int,

@@ -124,6 +124,16 @@ def test_invert_truths_are_exact_and_identifiable():
     # Nor does a lightness flip that keeps the hue (255 - x with the chroma x - mean(x) kept).
     flipped = 255 - a.mean(1, keepdims=True) + (a - a.mean(1, keepdims=True))
     assert np.abs(flipped.mean(0) - b.mean(0)).max() > 20
+    # Nor painting the background in the shape's colour (A's shape colours in any order are not B's backgrounds).
+    masks = shape_masks(task.train_a)
+    shape_colours = np.array([image[mask].mean(0) for image, mask in zip(task.train_a, masks, strict=True)])
+    for order in [[0, 1, 2], *fidelity.OTHER_CHANNEL_ORDERS]:
+        assert np.abs(shape_colours[:, order].mean(0) - b.mean(0)).max() > 20
+
+
+def shape_masks(images: np.ndarray) -> np.ndarray:
+    """[N, H, W]: the pixels whose colour differs from the top-left (background) pixel."""
+    return np.any(images != images[:, :1, :1], axis=-1)
 
 
 def test_l1_permuted_finds_a_channel_swapped_answer():
@@ -146,6 +156,8 @@ def test_hue_task_turns_warm_colours_to_cool_ones_exactly():
         return np.array([colorsys.rgb_to_hsv(*c)[0] for c in colours])
 
     assert hues(task.test_a).max() <= 1 / 6 + 0.01 and hues(task.train_a).max() <= 1 / 6 + 0.01  # warm
+    # Skewed towards red, so reflecting the hue range (red <-> yellow) changes the distribution.
+    assert hues(bench.shape_task("hue", 300, 4, 16, "test").train_a).mean() < 0.4 * (1 / 6)
     assert ((hues(task.test_b) >= 1 / 3 - 0.01) & (hues(task.test_b) <= 1 / 2 + 0.01)).all()  # green to cyan
     # Not translating is far from the truth: every pixel changes.
     assert np.abs(task.test_a / 255.0 - task.truth_a2b / 255.0).mean() > 0.15
