@@ -81,6 +81,10 @@ def run_script(*args: str, env: dict | None = None, timeout: int = 300) -> subpr
 
 
 TINY_TRANSLATION = {
+    # The paper's down-sampling and sharing (as small has them; other values are tested switches).
+    "model.n_downsample": 2,
+    "model.shared_encoder_layers": 1,
+    "model.shared_generator_layers": 1,
     "model.gen_ch": 4,
     "model.dis_ch": 4,
     "model.res_blocks": 2,

@@ -84,6 +84,8 @@ ABLATIONS = {
     "layer_norm_encoder": ({"model.encoder_norm": "layer"}, (1, 1, 0)),
     "edge": ({"loss.edge": 10.0}, (1, 1, 0)),
     "official_generator": (OFFICIAL_GENERATOR, (1, 1, 0)),
+    "small_architecture": ({"model.n_downsample": 1, "model.shared_encoder_layers": 2,
+                            "model.shared_generator_layers": 2}, (2, 2, 0)),
 }
 
 
@@ -178,6 +180,8 @@ def test_translation_presets():
         assert (config.model.image_size, config.model.dis_layers, config.model.architecture) == (size, layers,
                                                                                                 "residual")
         assert config.model.gen_ch * 2 ** config.model.n_downsample >= 4
+        assert (config.model.n_downsample, config.model.shared_encoder_layers,
+                config.model.shared_generator_layers) == (2, 1, 1)  # the paper's
     paper = UNITConfig(preset="translation_256")
     apply_overrides(paper, PRESETS["translation_256"])
     loss, opt = paper.loss, paper.optimizer
@@ -190,7 +194,9 @@ def test_translation_presets():
 
 FIDELITY = {"resize_conv": {"model.upsample": "resize_conv"}, "layer_norm": {"model.decoder_norm": "layer"},
             "no_norm": {"model.decoder_norm": "none", "model.encoder_norm": "none"}, "edge": {"loss.edge": 10.0},
-            "encoder_layer_norm": {"model.encoder_norm": "layer"}}
+            "encoder_layer_norm": {"model.encoder_norm": "layer"}, "one_downsampling": {"model.n_downsample": 1},
+            "small_architecture": {"model.n_downsample": 1, "model.shared_encoder_layers": 2,
+                                   "model.shared_generator_layers": 2}}
 
 
 @pytest.mark.parametrize("name", list(FIDELITY))
@@ -299,7 +305,8 @@ def test_official_values_rebuild_the_official_generators(preset):
     model(_batch())
     assert config.loss.edge == 0.0 and "edge" not in term_names(config.loss)
     transposed = _layers_of(model.generator, keras.layers.Conv2DTranspose)
-    assert len(transposed) == 2 * config.model.n_downsample
+    assert len(transposed) == 2 * config.model.n_downsample == 4
+    assert (config.model.shared_encoder_layers, config.model.shared_generator_layers) == (1, 1)
     assert all(t.kernel_size == (4, 4) and t.strides == (2, 2) for t in transposed)
     assert not _layers_of(model.generator, keras.layers.UpSampling2D)
     norms = _layers_of(model.generator, keras.layers.GroupNormalization)
