@@ -13,14 +13,14 @@ OUTPUT_DIR/<task>/, on two folders of DIFFERENT (unpaired) 48 px PNGs read throu
 - hue: A = shapes in warm colours (hues within 60 degrees of red, saturated: bright shapes on dark backgrounds),
   B = other such images hue-rotated by 120 degrees, the channel roll (R, G, B) -> (B, R, G) (greens and cyans).
   A -> B: the roll; B -> A: the inverse roll.
+- photo_negative: natural photos (--photos: a CycleGAN-layout folder; trainA + trainB pooled, shuffled with a
+  fixed seed, halved) against the other half's negatives. A -> B and B -> A: 255 - x. Test images: testA + testB
+  pooled, shuffled, halved. Photos are centre-cropped to a square and resized (unit_tf/data/image_files.py).
 
 A known answer must also be the only answer the unpaired data allow: each colour coordinate is drawn skewed,
 over ranges that differ per channel (invert), so that no other simple map (two channels swapped, a reflected hue
 range, the shape's and the background's colours exchanged) turns A's colour distribution into B's
 (`dark_and_bright`, `warm`). The first versions of both tasks allowed such maps, and runs learned them.
-- photo_negative: natural photos (--photos: a CycleGAN-layout folder; trainA + trainB pooled, shuffled with a
-  fixed seed, halved) against the other half's negatives. A -> B and B -> A: 255 - x. Test images: testA + testB
-  pooled, shuffled, halved. Photos are centre-cropped to a square and resized (unit_tf/data/image_files.py).
 
 Every task changes every pixel a lot (identity_l1 far above the error of a good translation): a map that
 leaves most pixels alone (a mild tint of dark images, a hue turn of brownish photos) would be "learned" by

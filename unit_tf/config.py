@@ -332,9 +332,9 @@ TRANSLATION_SETTINGS: dict[str, Any] = {
     "train.steps": 500000,
 }
 
-# The official networks and losses on the fidelity switches (the dataclass defaults, and the residual
-# networks' down-sampling and sharing where `small` differs): `--set` these on a translation preset to train
-# the official version_02 COCOResGen2 generators without the edge term.
+# The official networks and losses on the fidelity switches (the dataclass defaults), with the paper's
+# down-sampling and sharing pinned (so they stay official whatever a preset sets): `--set` these on a
+# translation preset to train the official version_02 COCOResGen2 generators without the edge term.
 OFFICIAL_GENERATOR: dict[str, Any] = {"model.upsample": "transposed", "model.encoder_norm": "instance",
                                       "model.decoder_norm": "instance", "loss.edge": 0.0, "model.n_downsample": 2,
                                       "model.shared_encoder_layers": 1, "model.shared_generator_layers": 1}
