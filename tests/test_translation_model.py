@@ -84,7 +84,7 @@ ABLATIONS = {
     "layer_norm_encoder": ({"model.encoder_norm": "layer"}, (1, 1, 0)),
     "edge": ({"loss.edge": 10.0}, (1, 1, 0)),
     "official_generator": (OFFICIAL_GENERATOR, (1, 1, 0)),
-    "small_architecture": ({"model.n_downsample": 1, "model.shared_encoder_layers": 2,
+    "down1_shared_residual_blocks": ({"model.n_downsample": 1, "model.shared_encoder_layers": 2,
                             "model.shared_generator_layers": 2}, (2, 2, 0)),
 }
 
@@ -174,14 +174,17 @@ def test_translation_presets_use_the_fidelity_defaults():
 
 
 def test_translation_presets():
-    for name, size, layers in (("translation_256", 256, 6), ("translation_128", 128, 5), ("small", 32, 3)):
+    # The paper's two down-samplings at 128 / 256 px; `small` one (docs/translation.md, "Fidelity"). Every
+    # preset shares the paper's one encoder and one generator layer.
+    for name, size, layers, down in (("translation_256", 256, 6, 2), ("translation_128", 128, 5, 2),
+                                     ("small", 32, 3, 1)):
         config = UNITConfig(preset=name)
         apply_overrides(config, PRESETS[name])
         assert (config.model.image_size, config.model.dis_layers, config.model.architecture) == (size, layers,
                                                                                                 "residual")
         assert config.model.gen_ch * 2 ** config.model.n_downsample >= 4
         assert (config.model.n_downsample, config.model.shared_encoder_layers,
-                config.model.shared_generator_layers) == (2, 1, 1)  # the paper's
+                config.model.shared_generator_layers) == (down, 1, 1)
     paper = UNITConfig(preset="translation_256")
     apply_overrides(paper, PRESETS["translation_256"])
     loss, opt = paper.loss, paper.optimizer
@@ -195,7 +198,7 @@ def test_translation_presets():
 FIDELITY = {"resize_conv": {"model.upsample": "resize_conv"}, "layer_norm": {"model.decoder_norm": "layer"},
             "no_norm": {"model.decoder_norm": "none", "model.encoder_norm": "none"}, "edge": {"loss.edge": 10.0},
             "encoder_layer_norm": {"model.encoder_norm": "layer"}, "one_downsampling": {"model.n_downsample": 1},
-            "small_architecture": {"model.n_downsample": 1, "model.shared_encoder_layers": 2,
+            "down1_shared_residual_blocks": {"model.n_downsample": 1, "model.shared_encoder_layers": 2,
                                    "model.shared_generator_layers": 2}}
 
 
