@@ -46,7 +46,8 @@ COMMON = {"train.steps": 2, "train.seed": 7, "train.deterministic": True, "train
 # SSE, summed KL), the paper's translation losses on the digit networks (cycle stream), the residual `small`
 # preset with the official generators (OFFICIAL_GENERATOR: recorded before the fidelity switches existed, so
 # these cases also prove the official values rebuild the official networks exactly), its multi-scale,
-# no-reconstruction-stream LSGAN ablation, and `small` as it is (its fidelity defaults).
+# no-reconstruction-stream LSGAN ablation, and `small` as it is (its fidelity defaults and one down-sampling;
+# re-recorded when `small` changed to one down-sampling, commit abc36a7).
 CASES = {
     "digits_da_small": ("svhn_mnist", "digits_da_small",
                         {"data.batch_size": 16, "train.classifier_warmup_steps": 2}),
