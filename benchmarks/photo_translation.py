@@ -2,10 +2,14 @@
 measure every kept checkpoint with evaluate.py's translation metrics.
 
     python benchmarks/photo_translation.py --data ../shared/data/cat2dog --minutes 60 [--preset photo_64]
-        [--image-size 64] [--seed 0] [--eval-every 250]
+        [--image-size 64] [--seed 0] [--eval-every 250] [--split test|dev]
 
 DIR holds trainA / trainB (and testA / testB: the metrics' images; without them each train folder's first
-images). Training gets the whole budget (start-up and data loading excluded) and writes a checkpoint every
+images). --split dev is for choosing hyperparameters without the test images: --dev-images of each training
+folder (a fixed draw, the same for every run) are held out of training and of the judge's training, and are
+the metrics' images; testA / testB are not read. The split is built as links in OUTPUT_DIR_dev_data.
+
+Training gets the whole budget (start-up and data loading excluded) and writes a checkpoint every
 --eval-every steps; afterwards (outside the budget) the domain judge is trained or read from its cache and each
 checkpoint is measured: the judge's accuracy on the real test images, translation success A->B and B->A beside
 the identity floor (what the untranslated images score), KID (Inception-V3 features, else the judge's:
@@ -40,6 +44,11 @@ from unit_tf.hardware import describe, resolve_precision  # noqa: E402
 
 #: Test images per domain in the committed sample grid.
 GRID_IMAGES = 8
+#: The held-out dev images are drawn with this seed whatever --seed is: every dev run is measured on the same
+#: images by the same judge.
+DEV_SEED = 0
+#: Marks a dev-split folder as this benchmark's own (it is rebuilt on every run; nothing else is ever removed).
+DEV_MARKER = ".photo_translation_dev_split"
 #: Curve keys drawn in the PNG (fractions, 0..1) and the KID keys drawn beside them.
 SUCCESS_KEYS = ("translation_success_a2b", "translation_success_b2a", "identity_success_a2b",
                 "identity_success_b2a", "cycle_l1")
@@ -55,6 +64,11 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--eval-every", type=positive_int, default=250, help="steps between checkpoints measured")
     parser.add_argument("--feature-weights", metavar="PATH", help="Inception-V3 weights file for KID (offline)")
     parser.add_argument("--judge-dir", metavar="DIR", help="judge cache (default ~/.cache/unit_tf/judges)")
+    parser.add_argument("--split", choices=("test", "dev"), default="test",
+                        help="images measured: test (testA / testB), or dev (held out of trainA / trainB, for "
+                             "tuning hyperparameters)")
+    parser.add_argument("--dev-images", type=positive_int, default=100,
+                        help="with --split dev: training images per domain held out")
     args = parse_budgeted_run(parser, argv)
     root = Path(args.data)
     missing = [name for name in ("trainA", "trainB") if not (root / name).is_dir()]
@@ -62,6 +76,34 @@ def parse_args(argv: list[str] | None) -> Any:
         parser.error(f"--data {root} has no {' or '.join(missing)} folder; pass a folder in the CycleGAN layout "
                      "(trainA, trainB, optional testA, testB)")
     return args
+
+
+def dev_split(data: Path, dest: Path, held_out: int) -> Path:
+    """DEST/trainA, trainB, testA, testB as links to DATA's training images: per domain a fixed draw of
+    `held_out` images (DEV_SEED) as the test folder, the rest as the training folder. Returns DEST."""
+    import shutil
+
+    from unit_tf.data.image_files import list_images
+
+    if dest.exists():
+        if not (dest / DEV_MARKER).is_file():
+            raise UserError(f"{dest} exists and is not a dev split of this benchmark; move it away or choose "
+                            "another --output-dir")
+        shutil.rmtree(dest)
+    for side in ("A", "B"):
+        files = list_images(data / f"train{side}")
+        if len(files) <= held_out:
+            raise UserError(f"--dev-images {held_out} leaves no training images in {data / f'train{side}'} "
+                            f"({len(files)} images); pass a smaller --dev-images")
+        dev = set(np.random.default_rng(DEV_SEED).permutation(len(files))[:held_out].tolist())
+        for i, path in enumerate(files):
+            folder = dest / f"{'test' if i in dev else 'train'}{side}"
+            folder.mkdir(parents=True, exist_ok=True)
+            # Linked under its relative path's name: the sorted order of each part is the original's.
+            name = path.relative_to(data / f"train{side}").as_posix().replace("/", "__")
+            (folder / name).symlink_to(path.resolve())
+    (dest / DEV_MARKER).write_text(f"dev split of {data.resolve()}: {held_out} images per domain, seed {DEV_SEED}\n")
+    return dest
 
 
 def grid_rows(model: Any, test_a: Any, test_b: Any) -> list[Any]:
@@ -96,24 +138,17 @@ def curve_png(curve: list[dict[str, Any]], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def measure_checkpoints(model: Any, config: Any, run_dir: Path, split: str, feature_weights: str | None,
+def measure_checkpoints(model: Any, config: Any, run_dir: Path, feature_weights: str | None,
                         judge_dir: str | None) -> tuple[list[dict[str, Any]], Any, Any]:
-    """Every checkpoint of the run measured on `split`: "test" (the test images) or "train" (the first
-    EVAL_IMAGES training images: what a hyperparameter search may look at). Returns the curve and both
-    domains' images; `model` ends with the last checkpoint's weights."""
+    """Every checkpoint of the run measured on the data's test images (the dev split's held-out images with
+    --split dev). Returns the curve and both domains' images; `model` ends with the last checkpoint's weights."""
     from unit_tf.checkpoints import RunCheckpoint
-    from unit_tf.data.pipeline import DomainData
-    from unit_tf.data.sources import EVAL_IMAGES, load_eval_data
+    from unit_tf.data.sources import load_eval_data
     from unit_tf.evaluation import domain_errors
     from unit_tf.translation_metrics import TranslationMetrics
 
     data = load_eval_data(config, "test")  # one scan and decode per folder: test and training images
-    train_a, train_b = data.train_a, data.train_b
-    if split == "train":
-        a, b = (DomainData(name, images[:EVAL_IMAGES], np.zeros(0)) for name, images in (("A", train_a),
-                                                                                            ("B", train_b)))
-    else:
-        a, b = data.a, data.b
+    train_a, train_b, a, b = data.train_a, data.train_b, data.a, data.b
     metrics = TranslationMetrics(train_a, train_b, a.images, b.images, feature_weights, judge_dir)
     checkpoints = RunCheckpoint(model, run_dir / "checkpoints")
     curve = []
@@ -144,20 +179,24 @@ def main(argv: list[str] | None = None) -> int:
                  "train.checkpoint_every": args.eval_every, "train.keep_checkpoints": 0,
                  "train.sample_every": 10**9}
     overrides.update(parse_set_flags(args.set))
-    config = resolve_config(f"folder:{args.data}", args.preset, overrides=overrides)
     run_dir = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix="photo_run_"))
+    data = Path(args.data)
+    if args.split == "dev":
+        data = dev_split(data, run_dir.with_name(run_dir.name + "_dev_data"), args.dev_images)
+    config = resolve_config(f"folder:{data}", args.preset, overrides=overrides)
     start = time.time()
     with contextlib.redirect_stdout(sys.stderr):
         trained = train(config, run_dir, verbose=0, overwrite=bool(args.output_dir))
     seconds = time.time() - start
     model, steps, run = trained.model, trained.model.step, RunDir(run_dir)
-    curve, a, b = measure_checkpoints(model, config, run_dir, "test", args.feature_weights, args.judge_dir)
+    curve, a, b = measure_checkpoints(model, config, run_dir, args.feature_weights, args.judge_dir)
     if not curve or curve[-1]["step"] != steps:
         raise UserError(f"the run's final step {steps} has no checkpoint in {run.checkpoints}")
     grid = write_png(make_grid(grid_rows(model, a.images, b.images)), run.eval / f"photo_grid_step_{steps}.png")
     title = f"{a.name} <-> {b.name}, {args.image_size} px, {config.preset}"
     plot = curve_png(curve, run.eval / "photo_curve.png", title)
-    result = {"data": str(args.data), "preset": config.preset, "image_size": args.image_size, "seed": args.seed,
+    result = {"data": str(args.data), "split": args.split, "measured_on": str(data), "preset": config.preset,
+              "image_size": args.image_size, "seed": args.seed,
               "precision": precision, "minutes": args.minutes, "steps": steps,
               "train_seconds": round(seconds, 1), "sec_per_step": round(seconds / max(steps, 1), 3),
               "batch_size": config.data.batch_size, "num_test_a": len(a.images), "num_test_b": len(b.images),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import keras
 import numpy as np
@@ -12,6 +14,16 @@ import numpy as np
 from unit_tf.config import UNITConfig, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py imported as a module (benchmarks/ is not a package), registered in sys.modules so
+    its dataclasses resolve."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 # Native sizes and channels of the three digit domains.
 DOMAIN_SHAPES = {"mnist": (28, 1), "usps": (16, 1), "svhn": (32, 3)}

@@ -241,15 +241,9 @@ def test_benchmark_runs_each_seed_in_its_own_directory(tmp_path):
 
 
 def test_seed_summary_is_mean_sample_std_min_max():
-    import importlib.util
-    import sys
+    from helpers import load_benchmark
 
-    from helpers import ROOT
-
-    spec = importlib.util.spec_from_file_location("da_benchmark", ROOT / "benchmarks" / "domain_adaptation.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("domain_adaptation")
     common = {"pair": "usps_mnist", "preset": "digits_da_small", "minutes": 30, "hardware": "cpu"}
     lines = [{**common, "seed": seed, "unit_accuracy": unit, "source_only_accuracy": 0.7,
               "source_only_whole_budget_accuracy": whole}

@@ -3,14 +3,13 @@ names in the config, the reports and the export, and one error line for each way
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import ROOT, run_script, synthetic_digits, tiny_flags, write_class_folders
+from helpers import load_benchmark, run_script, synthetic_digits, tiny_flags, write_class_folders
 
 import train as train_cli
 from unit_tf import adaptation
@@ -200,9 +199,7 @@ def test_a_bad_source_stops_train_py_with_one_line_and_code_2(folders, tmp_path)
 
 
 def test_the_benchmark_takes_the_same_folders_and_wants_target_labels(folders):
-    spec = importlib.util.spec_from_file_location("da_benchmark", ROOT / "benchmarks" / "domain_adaptation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("domain_adaptation")
     args = module.parse_args(["--source", str(folders / "source"), "--target", str(folders / "target"),
                               "--minutes", "1"])
     with pytest.raises(UserError, match="--target-test"):

@@ -3,26 +3,18 @@ apart, and the mnist_mnistm pair reads what it writes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
 import numpy as np
 import pytest
-from helpers import ROOT, run_script, write_cycle_gan_folder, write_digit_dirs
+from helpers import load_benchmark, run_script, write_cycle_gan_folder, write_digit_dirs
 
 from unit_tf.data.image_files import decode_image, list_images
 from unit_tf.data.pipeline import load_pair
 from unit_tf.errors import UserError
 
 PATCH = 28
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("make_mnist_m", ROOT / "benchmarks" / "make_mnist_m.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +64,7 @@ def test_every_image_is_its_digit_blended_with_a_patch_of_its_own_split(made):
 
 def test_same_seed_same_arrays_other_seed_other_patches(made, tmp_path):
     data_dir, photos_root, report = made
-    module = _module()
+    module = load_benchmark("make_mnist_m")
     again = module.build(photos_root, tmp_path / "again", str(data_dir), seed=3)
     other = module.build(photos_root, tmp_path / "other", str(data_dir), seed=4)
     for split in ("train", "test"):
@@ -83,7 +75,7 @@ def test_same_seed_same_arrays_other_seed_other_patches(made, tmp_path):
 
 
 def test_blend_is_the_absolute_difference():
-    blend = _module().blend
+    blend = load_benchmark("make_mnist_m").blend
     digit = np.array([[[[0], [255], [100]]]], np.uint8)
     patch = np.array([[[[10, 200, 255], [0, 255, 100], [100, 50, 250]]]], np.uint8)
     np.testing.assert_array_equal(blend(digit, patch), [[[[10, 200, 255], [255, 0, 155], [0, 50, 150]]]])
@@ -107,4 +99,4 @@ def test_a_photo_in_both_splits_is_refused(made, tmp_path):
     shutil.copytree(photos_root, tmp_path / "photos")
     shutil.copy(next((tmp_path / "photos" / "trainA").iterdir()), tmp_path / "photos" / "testB" / "copy.jpg")
     with pytest.raises(UserError, match="both training and test photos"):
-        _module().build(tmp_path / "photos", tmp_path / "out", str(data_dir), seed=0)
+        load_benchmark("make_mnist_m").build(tmp_path / "photos", tmp_path / "out", str(data_dir), seed=0)

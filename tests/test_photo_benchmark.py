@@ -4,8 +4,10 @@ judge's metrics per checkpoint, the curve PNG and the sample grid."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
+import pytest
 from helpers import run_script, write_cycle_gan_folder
 
 
@@ -45,3 +47,41 @@ def test_photo_benchmark_refuses_a_folder_without_the_layout(tmp_path):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "has no trainA or trainB folder; pass a folder in the CycleGAN layout" in line
+
+
+def test_dev_split_holds_out_a_fixed_draw_of_the_training_images(tmp_path):
+    from helpers import load_benchmark
+
+    from unit_tf.data.image_files import list_images
+    from unit_tf.errors import UserError
+
+    bench = load_benchmark("photo_translation")
+    data = write_cycle_gan_folder(tmp_path / "photos", n_train=10, n_test=2)
+    dev = bench.dev_split(data, tmp_path / "dev", 3)
+    for side in ("A", "B"):
+        train = [p.resolve() for p in list_images(dev / f"train{side}")]
+        held = [p.resolve() for p in list_images(dev / f"test{side}")]
+        assert len(train) == 7 and len(held) == 3 and not set(train) & set(held)
+        assert set(train) | set(held) == set(list_images(data / f"train{side}"))  # the test folders untouched
+    first = sorted(p.name for p in list_images(dev / "testA"))
+    bench.dev_split(data, tmp_path / "dev", 3)  # rebuilt in place: the same draw whatever the run's seed
+    assert sorted(p.name for p in list_images(dev / "testA")) == first
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(UserError, match="is not a dev split of this benchmark"):
+        bench.dev_split(data, tmp_path / "mine", 3)  # a folder it did not write is never removed
+    with pytest.raises(UserError, match="--dev-images 10 leaves no training images"):
+        bench.dev_split(data, tmp_path / "dev2", 10)
+
+
+def test_photo_benchmark_dev_split_never_reads_the_test_folders(tmp_path):
+    data = write_cycle_gan_folder(tmp_path / "warm2cool", n_train=16, n_test=1)
+    for side in ("A", "B"):
+        shutil.rmtree(data / f"test{side}")
+    result = run_script("benchmarks/photo_translation.py", "--data", str(data), "--minutes", "0.02",
+                        "--split", "dev", "--dev-images", "4", "--preset", "small", "--image-size", "16",
+                        "--eval-every", "1000", "--output-dir", str(tmp_path / "run"), "--set", "model.gen_ch=4",
+                        "--set", "model.dis_ch=4", "--set", "model.dis_layers=2", "--set", "data.batch_size=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["split"] == "dev" and out["num_test_a"] == out["num_test_b"] == 4
+    assert out["measured_on"] == str(tmp_path / "run_dev_data")
