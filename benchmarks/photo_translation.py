@@ -90,19 +90,22 @@ def dev_split(data: Path, dest: Path, held_out: int) -> Path:
             raise UserError(f"{dest} exists and is not a dev split of this benchmark; move it away or choose "
                             "another --output-dir")
         shutil.rmtree(dest)
-    for side in ("A", "B"):
-        files = list_images(data / f"train{side}")
+    sides = {side: list_images(data / f"train{side}") for side in ("A", "B")}
+    for side, files in sides.items():
         if len(files) <= held_out:
             raise UserError(f"--dev-images {held_out} leaves no training images in {data / f'train{side}'} "
                             f"({len(files)} images); pass a smaller --dev-images")
+    dest.mkdir(parents=True)
+    # The marker first: a build that stops half-way is still recognised as ours and rebuilt next time.
+    (dest / DEV_MARKER).write_text(f"dev split of {data.resolve()}: {held_out} images per domain, seed {DEV_SEED}\n")
+    for side, files in sides.items():
         dev = set(np.random.default_rng(DEV_SEED).permutation(len(files))[:held_out].tolist())
+        for part in ("train", "test"):
+            (dest / f"{part}{side}").mkdir()
         for i, path in enumerate(files):
-            folder = dest / f"{'test' if i in dev else 'train'}{side}"
-            folder.mkdir(parents=True, exist_ok=True)
             # Linked under its relative path's name: the sorted order of each part is the original's.
             name = path.relative_to(data / f"train{side}").as_posix().replace("/", "__")
-            (folder / name).symlink_to(path.resolve())
-    (dest / DEV_MARKER).write_text(f"dev split of {data.resolve()}: {held_out} images per domain, seed {DEV_SEED}\n")
+            (dest / f"{'test' if i in dev else 'train'}{side}" / name).symlink_to(path.resolve())
     return dest
 
 

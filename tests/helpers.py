@@ -15,6 +15,7 @@ from unit_tf.config import UNITConfig, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 def load_benchmark(name: str) -> ModuleType:
     """benchmarks/NAME.py imported as a module (benchmarks/ is not a package), registered in sys.modules so
     its dataclasses resolve."""
