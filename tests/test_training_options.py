@@ -209,3 +209,21 @@ def test_identity_term_is_logged_and_trains():
     values = history.history["identity"]
     assert np.isfinite(values[-1]) and values[-1] > 0
     assert int(model.g_optimizer.iterations.numpy()) == 2
+
+
+# ------------------------------------------------------------------------------------------------ data seed
+
+
+def test_data_seed_orders_the_batches_apart_from_the_weights_seed(data_dir):
+    """train.data_seed replaces train.seed for the batches only; unset, the batches follow train.seed."""
+    from unit_tf.data.sources import load_run_data
+
+    def first_batch(**seeds) -> np.ndarray:
+        config = tiny_config("mnist_usps", **{"data.data_dir": str(data_dir), **seeds})
+        batch = next(iter(load_run_data(config, 2).train_batches(0)))
+        return np.concatenate([batch["x_a"].numpy().ravel(), batch["x_b"].numpy().ravel()])
+
+    assert UNITConfig().train.batch_seed == 0
+    own = first_batch(**{"train.seed": 1, "train.data_seed": 5})
+    np.testing.assert_array_equal(own, first_batch(**{"train.seed": 5}))
+    assert not np.array_equal(own, first_batch(**{"train.seed": 1}))

@@ -173,7 +173,10 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     steps: int = 30000
-    seed: int = 0
+    seed: int = 0  # weights' initialisation, latent noise, dropout; and the batches unless data_seed is set
+    # The order and augmentation of the training batches; None: `seed`. Set apart from `seed` to tell a result's
+    # dependence on the initial weights from its dependence on the data order.
+    data_seed: int | None = None
     strategy: str = "auto"  # one of STRATEGIES: auto | one_device | mirrored | multi_worker (TF_CONFIG)
     log_every: int = 50
     checkpoint_every: int = 1000
@@ -192,6 +195,11 @@ class TrainConfig:
     # source-only model, saved in R/eval/source_only.json), then UNIT starts from it.
     classifier_warmup_steps: int = 0
     eval_every: int = 500  # classifier accuracy on both test splits, logged to R/accuracy.csv (DA runs)
+
+    @property
+    def batch_seed(self) -> int:
+        """The seed of the training batches' order and augmentation."""
+        return self.seed if self.data_seed is None else self.data_seed
 
 
 @dataclass

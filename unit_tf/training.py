@@ -216,7 +216,7 @@ def _warm_up_classifier(model: UNIT, config: UNITConfig, train_a: DomainData, te
     stop = StopRequests(received, 0, strategy=strategy)
     progress = ProgressLines("Source-only classifier", steps, every=0 if verbose else config.train.log_every,
                              after_bar=bool(verbose))
-    seconds = adaptation.train_source_only(model, train_a, steps, config.data.batch_size, config.train.seed,
+    seconds = adaptation.train_source_only(model, train_a, steps, config.data.batch_size, config.train.batch_seed,
                                            strategy, verbose=1 if verbose else 0, callbacks=[stop, progress])
     if stop.signalled:
         raise _interrupted(received, "during the source-only classifier warm-up, before UNIT's first step; "

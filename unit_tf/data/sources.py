@@ -46,7 +46,7 @@ class DigitRunData:
     def train_batches(self, start_step: int, source_labels: bool = False) -> tf.data.Dataset:
         """Endless {"x_a", "x_b"} (+ "y_a" with `source_labels`) batches of data.batch_size images per domain,
         from `start_step` on."""
-        return unpaired_batches(self.train_a, self.train_b, self.config.data.batch_size, self.config.train.seed,
+        return unpaired_batches(self.train_a, self.train_b, self.config.data.batch_size, self.config.train.batch_seed,
                                 start_step=start_step, source_labels=source_labels)
 
 
@@ -64,7 +64,7 @@ class ImageRunData:
         """Endless {"x_a", "x_b"} batches of data.batch_size images per domain, from `start_step` on."""
         if source_labels:
             raise ValueError("translation images have no labels (config.validate refuses model.num_classes)")
-        return self.pair.batches(self.config.data.batch_size, self.config.train.seed, start_step)
+        return self.pair.batches(self.config.data.batch_size, self.config.train.batch_seed, start_step)
 
 
 RunData = DigitRunData | ImageRunData
