@@ -341,11 +341,13 @@ TRANSLATION_SETTINGS: dict[str, Any] = {
 }
 
 # The official networks and losses on the fidelity switches (the dataclass defaults), with the paper's
-# down-sampling and sharing pinned (so they stay official whatever a preset sets): `--set` these on a
-# translation preset to train the official version_02 COCOResGen2 generators without the edge term.
+# down-sampling, sharing and single-scale discriminator (COCODis) pinned (so they stay official whatever a
+# preset sets): `--set` these on a translation preset to train the official version_02 COCOResGen2 generators
+# without the edge term.
 OFFICIAL_GENERATOR: dict[str, Any] = {"model.upsample": "transposed", "model.encoder_norm": "instance",
                                       "model.decoder_norm": "instance", "loss.edge": 0.0, "model.n_downsample": 2,
-                                      "model.shared_encoder_layers": 1, "model.shared_generator_layers": 1}
+                                      "model.shared_encoder_layers": 1, "model.shared_generator_layers": 1,
+                                      "model.dis_scales": 1}
 
 # Presets: named sets of overrides of the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -371,9 +373,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Narrow and shallow at 32-64 px: learns a simple translation within minutes on a CPU. Widths 32 / 32 beat
     # 16 / 32 and 16 / 16 on benchmarks/translation.py's ground-truth error. One down-sampling (a latent at half
     # the image size, not a quarter) keeps edges and learns the photo task faster; sharing both residual blocks
-    # as well did not learn the photo task at all (docs/translation.md, "Fidelity").
+    # as well did not learn the photo task at all (docs/translation.md, "Fidelity"). Three discriminator scales
+    # (32, 16, 8 px: the coarsest one's logit sees the whole image): a 15 x 15 px view of a large bright shape
+    # looks like domain B's bright background, and with one scale some seeds settled on inverting backgrounds
+    # but not shapes (docs/translation.md, "Seeds"). Below 32 px fewer scales (fit_discriminator_scales).
     "small": {**TRANSLATION_SETTINGS, "model.image_size": 32, "model.gen_ch": 32, "model.dis_ch": 32,
-              "model.n_downsample": 1, "model.res_blocks": 2, "model.dis_layers": 3, "data.batch_size": 8,
+              "model.n_downsample": 1, "model.res_blocks": 2, "model.dis_layers": 3, "model.dis_scales": 3,
+              "data.batch_size": 8,
               "optimizer.learning_rate": 2e-4, "train.steps": 5000, "train.sample_every": 250,
               "train.checkpoint_every": 500},
 }
@@ -551,8 +557,20 @@ def resolve_config(
                         f"{IMAGE_DATASETS}")
     if config.model.num_classes > 0:
         config.model.num_classes = classes
+    if "model.dis_scales" not in {**file_values, **overrides}:
+        fit_discriminator_scales(config.model)
     validate(config)
     return config
+
+
+def fit_discriminator_scales(model: ModelConfig) -> None:
+    """A preset's discriminator scales, fewer where the image is too small for them (`small`'s three need 32
+    px with its 3-layer discriminators; at 16 px it keeps two). Only for a preset's value: one the user sets is
+    checked as it is (check_residual_geometry)."""
+    if model.architecture != "residual":
+        return
+    while model.dis_scales > 1 and model.image_size // 2 ** (model.dis_scales - 1) < 2**model.dis_layers:
+        model.dis_scales -= 1
 
 
 def _resolve_da(config: UNITConfig) -> None:
