@@ -112,11 +112,13 @@ TINY_TRANSLATION = {
 
 def tiny_translation_config(**overrides) -> UNITConfig:
     """The `small` translation preset shrunk to 16 px and widths 4 (RGB domains), without a data set."""
-    from unit_tf.config import PRESETS, apply_overrides, validate
+    from unit_tf.config import PRESETS, apply_overrides, fit_discriminator_scales, validate
 
     config = UNITConfig(preset="small")
     apply_overrides(config, PRESETS["small"])
     apply_overrides(config, {**TINY_TRANSLATION, **overrides})
+    if "model.dis_scales" not in overrides:  # as resolve_config: the preset's scales, as many as fit 16 px
+        fit_discriminator_scales(config.model)
     config.model.channels_a = config.model.channels_b = 3
     validate(config)
     return config

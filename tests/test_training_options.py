@@ -227,3 +227,22 @@ def test_data_seed_orders_the_batches_apart_from_the_weights_seed(data_dir):
     own = first_batch(**{"train.seed": 1, "train.data_seed": 5})
     np.testing.assert_array_equal(own, first_batch(**{"train.seed": 5}))
     assert not np.array_equal(own, first_batch(**{"train.seed": 1}))
+
+
+# ------------------------------------------------------------------------------- discriminator scales
+
+
+@pytest.mark.parametrize(("size", "scales"), [(8, 1), (16, 2), (24, 2), (32, 3), (64, 3)])
+def test_small_keeps_as_many_discriminator_scales_as_the_image_size_allows(tmp_path, size, scales):
+    from unit_tf.config import resolve_config
+
+    folders = {"data.domain_a": str(tmp_path), "data.domain_b": str(tmp_path), "model.image_size": size}
+    assert resolve_config("folders", "small", overrides=folders).model.dis_scales == scales
+
+
+def test_discriminator_scales_the_user_sets_are_checked_not_lowered(tmp_path):
+    from unit_tf.config import resolve_config
+
+    folders = {"data.domain_a": str(tmp_path), "data.domain_b": str(tmp_path), "model.image_size": 16}
+    with pytest.raises(UserError, match="coarsest scale sees 4 px"):
+        resolve_config("folders", "small", overrides={**folders, "model.dis_scales": 3})
