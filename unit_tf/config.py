@@ -569,8 +569,13 @@ def fit_discriminator_scales(model: ModelConfig) -> None:
     checked as it is (check_residual_geometry)."""
     if model.architecture != "residual":
         return
-    while model.dis_scales > 1 and model.image_size // 2 ** (model.dis_scales - 1) < 2**model.dis_layers:
+    while model.dis_scales > 1 and _coarsest_scale(model) < 2**model.dis_layers:
         model.dis_scales -= 1
+
+
+def _coarsest_scale(model: ModelConfig) -> int:
+    """The image size the coarsest discriminator scale sees (each scale halves its input)."""
+    return model.image_size // 2 ** (model.dis_scales - 1)
 
 
 def _resolve_da(config: UNITConfig) -> None:
@@ -604,7 +609,7 @@ def check_residual_geometry(model: ModelConfig) -> None:
     step = 2**model.n_downsample
     if model.image_size % step:
         raise UserError(f"model.image_size {model.image_size} must be divisible by 2^model.n_downsample = {step}")
-    smallest = model.image_size // 2 ** (model.dis_scales - 1)
+    smallest = _coarsest_scale(model)
     if smallest < 2**model.dis_layers:
         raise UserError(
             f"a {model.dis_layers}-layer discriminator (model.dis_layers) needs inputs of at least "
