@@ -163,6 +163,20 @@ def test_residual_model_round_trips_through_get_config():
     assert ResidualBlock.from_config(block.get_config()).get_config() == block.get_config()
 
 
+def test_encoder_norm_switch_keeps_the_initial_kernels():
+    """model.encoder_norm draws nothing random: the same seed starts every kernel at the same values, so a
+    seed's runs with and without encoder norms differ by the norms alone (docs/translation.md, "Seeds")."""
+
+    def kernels(norm: str) -> dict[str, np.ndarray]:
+        keras.utils.set_random_seed(2)
+        model = build_model(tiny_translation_config(**{"model.encoder_norm": norm}))
+        return {w.path: w.numpy() for w in model.weights if w.path.endswith("kernel")}
+
+    with_norms, without = kernels("layer"), kernels("none")
+    assert with_norms.keys() == without.keys() and len(with_norms) > 20
+    assert all(np.array_equal(with_norms[k], without[k]) for k in with_norms)
+
+
 def test_translation_presets_use_the_fidelity_defaults():
     from unit_tf.config import FIDELITY_DEFAULTS
 
