@@ -378,7 +378,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # looks like domain B's bright background, and with one scale some seeds settled on inverting backgrounds
     # but not shapes (docs/translation.md, "Seeds"). Below 32 px fewer scales (fit_discriminator_scales).
     # No norm in the encoders: with layer norms there, the initial weights decided whether a run learned a
-    # per-pixel map (photo negative: 1 of seeds 0-3; colour inversion: 3 of 0-4); without, every seed tried did
+    # per-pixel map (photo negative: 1 of 7 seeds; colour inversion: 4 of 8); without, 7 of 8 and 6 of 7 did
     # (docs/translation.md, "Seeds: no norm in the encoders"). The decoders keep their layer norms.
     "small": {**TRANSLATION_SETTINGS, "model.image_size": 32, "model.gen_ch": 32, "model.dis_ch": 32,
               "model.n_downsample": 1, "model.res_blocks": 2, "model.dis_layers": 3, "model.dis_scales": 3,
