@@ -142,6 +142,9 @@ class OptimizerConfig:
     schedule_steps: int = 100000
     schedule_gamma: float = 0.5
     decay_start: float = 0.5  # a fraction of train.steps
+    # The discriminators' learning rate is learning_rate times this (two time-scale updates, TTUR: Heusel et al.
+    # 2017). 1 in the paper and the official code.
+    dis_lr_scale: float = 1.0
 
 
 @dataclass
@@ -692,6 +695,8 @@ def validate(config: UNITConfig) -> None:
     for key, value in counts.items():
         if value < 0:
             raise UserError(f"{key} must be >= 0, got {value}")
+    if config.optimizer.dis_lr_scale <= 0:
+        raise UserError(f"optimizer.dis_lr_scale must be > 0, got {config.optimizer.dis_lr_scale}")
     if not 0.0 < config.optimizer.schedule_gamma <= 1.0:
         raise UserError(f"optimizer.schedule_gamma must be in (0, 1], got {config.optimizer.schedule_gamma}")
     if not 0.0 <= config.optimizer.decay_start < 1.0:

@@ -475,7 +475,7 @@ def build_model(config: UNITConfig, strategy: tf.distribute.Strategy | None = No
         model.build()
         model.compile(
             d_optimizer=make_optimizer(config.optimizer, "d_optimizer", precision,
-                                       config.model.fast_paths, config.train.steps),
+                                       config.model.fast_paths, config.train.steps, config.optimizer.dis_lr_scale),
             g_optimizer=make_optimizer(config.optimizer, "g_optimizer", precision,
                                        config.model.fast_paths, config.train.steps),
         )

@@ -48,23 +48,27 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"rate": self.rate, "start": self.start, "end": self.end}
 
 
-def learning_rate(cfg: OptimizerConfig, total_steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The optimizer's learning rate: a plain float for `constant`, else a schedule over `total_steps`
-    (train.steps, where linear_decay reaches 0)."""
+def learning_rate(cfg: OptimizerConfig, total_steps: int,
+                  scale: float = 1.0) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The optimizer's learning rate (`cfg.learning_rate` times `scale`): a plain float for `constant`, else a
+    schedule over `total_steps` (train.steps, where linear_decay reaches 0)."""
+    rate = cfg.learning_rate * scale
     if cfg.schedule == "step":
-        return StepDecay(cfg.learning_rate, cfg.schedule_steps, cfg.schedule_gamma)
+        return StepDecay(rate, cfg.schedule_steps, cfg.schedule_gamma)
     if cfg.schedule == "linear_decay":
-        return LinearDecay(cfg.learning_rate, round(cfg.decay_start * total_steps), total_steps)
-    return cfg.learning_rate
+        return LinearDecay(rate, round(cfg.decay_start * total_steps), total_steps)
+    return rate
 
 
 def make_optimizer(cfg: OptimizerConfig, name: str, precision: str = "float32",
-                   fast_paths: str = "auto", total_steps: int = 1) -> keras.optimizers.Optimizer:
+                   fast_paths: str = "auto", total_steps: int = 1,
+                   lr_scale: float = 1.0) -> keras.optimizers.Optimizer:
     """Adam with the config's settings, inside a LossScaleOptimizer that skips non-finite updates.
 
     `FusedAdam` where `fast_paths` (`model.fast_paths`) enables the fast paths, else `keras.optimizers.Adam`:
     the same update with the same hyperparameters and slot variables, so checkpoints hold the same names.
-    The learning rate follows `optimizer.schedule` (see `learning_rate`; `total_steps` is train.steps).
+    The learning rate follows `optimizer.schedule` (see `learning_rate`; `total_steps` is train.steps), times
+    `lr_scale` (`optimizer.dis_lr_scale` for the discriminators).
 
     Decoupled weight decay only when asked for (else L2 in the loss). In float32 and bfloat16 the loss scale
     starts at 1 and never grows, so it changes nothing but this: a step whose gradients are not finite is not
@@ -75,7 +79,7 @@ def make_optimizer(cfg: OptimizerConfig, name: str, precision: str = "float32",
     decoupled = cfg.weight_decay if cfg.weight_decay_mode == "decoupled" and cfg.weight_decay > 0 else None
     adam_cls = FusedAdam if fast.enabled(fast_paths) else keras.optimizers.Adam
     adam = adam_cls(
-        learning_rate=learning_rate(cfg, total_steps),
+        learning_rate=learning_rate(cfg, total_steps, lr_scale),
         beta_1=cfg.beta_1,
         beta_2=cfg.beta_2,
         epsilon=cfg.epsilon,
