@@ -380,8 +380,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (32, 16, 8 px: the coarsest one's logit sees the whole image): a 15 x 15 px view of a large bright shape
     # looks like domain B's bright background, and with one scale some seeds settled on inverting backgrounds
     # but not shapes (docs/translation.md, "Seeds"). Below 32 px fewer scales (fit_discriminator_scales).
-    # No norm in the encoders: with layer norms there, the initial weights decided on most seeds whether a run
-    # learned a per-pixel map (photo negative, colour inversion); without, most seeds learn it (counts in
+    # No norm in the encoders: with layer norms there, the initial weights decided on many seeds whether a run
+    # learned a per-pixel map (photo negative, colour inversion); without, fewer seeds fail (counts in
     # docs/translation.md, "Seeds: no norm in the encoders"). The decoders keep their layer norms.
     "small": {**TRANSLATION_SETTINGS, "model.image_size": 32, "model.gen_ch": 32, "model.dis_ch": 32,
               "model.n_downsample": 1, "model.res_blocks": 2, "model.dis_layers": 3, "model.dis_scales": 3,
