@@ -87,7 +87,6 @@ def test_keras_file_keeps_the_schedule(tmp_path):
     assert isinstance(schedule, StepDecay) and schedule.get_config() == {"rate": 2e-4, "step_size": 3, "gamma": 0.5}
 
 
-
 def test_dis_lr_scale_scales_the_discriminators_rate_only():
     """TTUR: the d optimizer runs at dis_lr_scale times the g optimizer's rate, schedule included."""
     model = build_model(tiny_config(**{"optimizer.dis_lr_scale": 4.0, "optimizer.schedule": "step",
@@ -98,6 +97,7 @@ def test_dis_lr_scale_scales_the_discriminators_rate_only():
     assert g_rate.get_config() == {"rate": 2e-4, "step_size": 3, "gamma": 0.5}
     with pytest.raises(UserError, match=r"optimizer\.dis_lr_scale"):
         tiny_config(**{"optimizer.dis_lr_scale": 0.0})
+
 
 class _Rates(keras.callbacks.Callback):
     """The g optimizer's learning rate as each step starts."""
