@@ -647,7 +647,8 @@ def validate(config: UNITConfig) -> None:
         if value <= 0:
             raise UserError(f"{key} must be a positive integer, got {value}")
     positive_floats = {"optimizer.learning_rate": config.optimizer.learning_rate,
-                "optimizer.epsilon": config.optimizer.epsilon, "model.bn_epsilon": config.model.bn_epsilon}
+                       "optimizer.dis_lr_scale": config.optimizer.dis_lr_scale,
+                       "optimizer.epsilon": config.optimizer.epsilon, "model.bn_epsilon": config.model.bn_epsilon}
     for key, value in positive_floats.items():
         if not 0.0 < value < float("inf"):
             raise UserError(f"{key} must be > 0, got {value}")
@@ -695,8 +696,6 @@ def validate(config: UNITConfig) -> None:
     for key, value in counts.items():
         if value < 0:
             raise UserError(f"{key} must be >= 0, got {value}")
-    if config.optimizer.dis_lr_scale <= 0:
-        raise UserError(f"optimizer.dis_lr_scale must be > 0, got {config.optimizer.dis_lr_scale}")
     if not 0.0 < config.optimizer.schedule_gamma <= 1.0:
         raise UserError(f"optimizer.schedule_gamma must be in (0, 1], got {config.optimizer.schedule_gamma}")
     if not 0.0 <= config.optimizer.decay_start < 1.0:
