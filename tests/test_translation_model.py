@@ -183,10 +183,12 @@ def test_translation_presets_use_the_fidelity_defaults():
     for name in ("small", "translation_128", "translation_256"):
         config = UNITConfig(preset=name)
         apply_overrides(config, PRESETS[name])
-        assert (config.model.upsample, config.model.decoder_norm) == (
-            FIDELITY_DEFAULTS["model.upsample"], FIDELITY_DEFAULTS["model.decoder_norm"]) == ("resize_conv", "layer")
-        # `small` alone has norm-free encoders (measured at 32 px over seeds); the larger presets keep layer norms.
-        assert config.model.encoder_norm == ("none" if name == "small" else FIDELITY_DEFAULTS["model.encoder_norm"])
+        assert config.model.upsample == FIDELITY_DEFAULTS["model.upsample"] == "resize_conv"
+        # `small` alone has norm-free encoders and decoders (measured at 32 px over seeds); the larger presets
+        # keep the layer norms.
+        for norm in ("encoder_norm", "decoder_norm"):
+            expected = "none" if name == "small" else FIDELITY_DEFAULTS[f"model.{norm}"]
+            assert getattr(config.model, norm) == expected == ("none" if name == "small" else "layer")
     # The dataclass defaults (what a config.json written before the switches existed resolves to) stay official.
     assert (UNITConfig().model.upsample, UNITConfig().model.encoder_norm, UNITConfig().loss.edge) == (
         "transposed", "instance", 0.0)

@@ -380,12 +380,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (32, 16, 8 px: the coarsest one's logit sees the whole image): a 15 x 15 px view of a large bright shape
     # looks like domain B's bright background, and with one scale some seeds settled on inverting backgrounds
     # but not shapes (docs/translation.md, "Seeds"). Below 32 px fewer scales (fit_discriminator_scales).
-    # No norm in the encoders: with layer norms there, the initial weights decided on many seeds whether a run
-    # learned a per-pixel map (photo negative, colour inversion); without, fewer seeds fail (counts in
-    # docs/translation.md, "Seeds: no norm in the encoders"). The decoders keep their layer norms.
+    # No norm in the encoders nor in the decoders: with layer norms there, the initial weights decided on some
+    # seeds whether a run learned a per-pixel map (photo negative, colour inversion). A layer norm over H, W, C
+    # removes each image's brightness and contrast, which on flat-background images is the background's shade,
+    # and the decoder had to rebuild it (docs/translation.md, "Seeds: no norm in the encoders" and "Seeds:
+    # searches after c6d36cb").
     "small": {**TRANSLATION_SETTINGS, "model.image_size": 32, "model.gen_ch": 32, "model.dis_ch": 32,
               "model.n_downsample": 1, "model.res_blocks": 2, "model.dis_layers": 3, "model.dis_scales": 3,
-              "model.encoder_norm": "none",
+              "model.encoder_norm": "none", "model.decoder_norm": "none",
               "data.batch_size": 8,
               "optimizer.learning_rate": 2e-4, "train.steps": 5000, "train.sample_every": 250,
               "train.checkpoint_every": 500},
