@@ -37,10 +37,12 @@ import keras  # noqa: E402
 from helpers import StepLogs, write_digit_dirs  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from unit_tf import hardware  # noqa: E402
 from unit_tf.config import OFFICIAL_DA_LOSSES, OFFICIAL_GENERATOR, resolve_config  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "steps.json"
-COMMON = {"train.steps": 2, "train.seed": 7, "train.deterministic": True, "train.log_every": 1,
+COMMON = {"train.steps": 2, "train.seed": 7, "train.deterministic": True, "train.precision": "float32",
+          "train.log_every": 1,
           "train.checkpoint_every": 1000, "train.sample_every": 1000}
 # name -> (dataset, preset, overrides): the digit DA recipe, the official DA losses (reconstructions as fakes,
 # SSE, summed KL), the paper's translation losses on the digit networks (cycle stream), the residual `small`
@@ -48,7 +50,7 @@ COMMON = {"train.steps": 2, "train.seed": 7, "train.deterministic": True, "train
 # these cases also prove the official values rebuild the official networks exactly), its multi-scale,
 # no-reconstruction-stream LSGAN ablation, and `small` as it is (its fidelity defaults and one down-sampling;
 # re-recorded when `small` changed to one down-sampling, commit abc36a7, to three discriminator scales,
-# commit 967e3f5, and to norm-free encoders, commit c6d36cb).
+# commit 967e3f5, to norm-free encoders, commit c6d36cb, and to norm-free decoders, commit fc33e7f).
 CASES = {
     "digits_da_small": ("svhn_mnist", "digits_da_small",
                         {"data.batch_size": 16, "train.classifier_warmup_steps": 2}),
@@ -108,7 +110,10 @@ def run_case(name: str, work: Path, digits: Path, folders: tuple[Path, Path]) ->
     run_dir = work / name
     model = training.train(config, run_dir, verbose=0, callbacks=[recorder]).model
     header = (run_dir / "metrics.csv").read_text().splitlines()[0]
-    record = {"steps": recorder.steps, "weights": weight_record(model), "metrics_csv_header": header}
+    # The CPU it ran on: float32 sums are reproduced bit for bit on one CPU model, not across models (oneDNN
+    # and Eigen block their loops by the CPU's caches), so tests/test_golden.py compares exactly only there.
+    record = {"steps": recorder.steps, "weights": weight_record(model), "metrics_csv_header": header,
+              "machine": hardware.cpu_name()}
     warm_up = run_dir / "eval" / "source_only.json"
     if warm_up.is_file():
         values = json.loads(warm_up.read_text())
