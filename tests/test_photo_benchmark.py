@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import run_script, write_cycle_gan_folder
+from helpers import VISIBLE_AT_STEP_ONE, run_script, write_cycle_gan_folder
 
 
 def test_photo_benchmark_prints_one_json_line_with_a_curve(tmp_path):
@@ -16,7 +16,8 @@ def test_photo_benchmark_prints_one_json_line_with_a_curve(tmp_path):
     result = run_script("benchmarks/photo_translation.py", "--data", str(data), "--minutes", "0.05",
                         "--preset", "small", "--image-size", "16", "--eval-every", "1",
                         "--output-dir", str(tmp_path / "run"), "--set", "model.gen_ch=4", "--set", "model.dis_ch=4",
-                        "--set", "model.dis_layers=2", "--set", "data.batch_size=2")
+                        "--set", "model.dis_layers=2", "--set", "data.batch_size=2",
+                        *VISIBLE_AT_STEP_ONE)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1

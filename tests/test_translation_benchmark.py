@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, run_script, write_cycle_gan_folder
+from helpers import ROOT, VISIBLE_AT_STEP_ONE, run_script, write_cycle_gan_folder
 
 from unit_tf import fidelity
 
@@ -193,7 +193,7 @@ def test_translation_benchmark_prints_one_json_line(tmp_path):
     result = run_script("benchmarks/translation.py", "--minutes", "0.02", "--images", "16", "--test-images", "4",
                         "--eval-every", "2", "--image-size", "16", "--output-dir", str(tmp_path / "run"),
                         "--photos", str(photos), "--set", "model.gen_ch=4", "--set", "model.dis_ch=4",
-                        "--set", "model.dis_layers=2", "--set", "data.batch_size=2")
+                        "--set", "model.dis_layers=2", "--set", "data.batch_size=2", *VISIBLE_AT_STEP_ONE)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
