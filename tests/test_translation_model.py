@@ -180,15 +180,15 @@ def test_encoder_norm_switch_keeps_the_initial_kernels():
 def test_translation_presets_use_the_fidelity_defaults():
     from unit_tf.config import FIDELITY_DEFAULTS
 
+    assert (FIDELITY_DEFAULTS["model.encoder_norm"], FIDELITY_DEFAULTS["model.decoder_norm"]) == ("layer", "layer")
     for name in ("small", "translation_128", "translation_256"):
         config = UNITConfig(preset=name)
         apply_overrides(config, PRESETS[name])
         assert config.model.upsample == FIDELITY_DEFAULTS["model.upsample"] == "resize_conv"
         # `small` alone has norm-free encoders and decoders (measured at 32 px over seeds); the larger presets
         # keep the layer norms.
-        for norm in ("encoder_norm", "decoder_norm"):
-            expected = "none" if name == "small" else FIDELITY_DEFAULTS[f"model.{norm}"]
-            assert getattr(config.model, norm) == expected == ("none" if name == "small" else "layer")
+        expected = "none" if name == "small" else "layer"
+        assert (config.model.encoder_norm, config.model.decoder_norm) == (expected, expected)
     # The dataclass defaults (what a config.json written before the switches existed resolves to) stay official.
     assert (UNITConfig().model.upsample, UNITConfig().model.encoder_norm, UNITConfig().loss.edge) == (
         "transposed", "instance", 0.0)
