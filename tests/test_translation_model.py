@@ -87,6 +87,7 @@ ABLATIONS = {
     "layer_norm_decoder": ({"model.decoder_norm": "layer"}, (1, 1, 0)),
     "no_decoder_norm": ({"model.decoder_norm": "none"}, (1, 1, 0)),
     "layer_norm_encoder": ({"model.encoder_norm": "layer"}, (1, 1, 0)),
+    "he_init": ({"model.gen_init": "he"}, (1, 1, 0)),
     "edge": ({"loss.edge": 10.0}, (1, 1, 0)),
     "official_generator": (OFFICIAL_GENERATOR, (1, 1, 0)),
     "down1_shared_residual_blocks": (DOWN1_SHARED_RESIDUAL_BLOCKS, (2, 2, 0)),
@@ -219,6 +220,7 @@ def test_translation_presets():
 FIDELITY = {"resize_conv": {"model.upsample": "resize_conv"}, "layer_norm": {"model.decoder_norm": "layer"},
             "no_norm": {"model.decoder_norm": "none", "model.encoder_norm": "none"}, "edge": {"loss.edge": 10.0},
             "encoder_layer_norm": {"model.encoder_norm": "layer"}, "one_downsampling": {"model.n_downsample": 1},
+            "he_init": {"model.gen_init": "he", "model.decoder_norm": "none", "model.encoder_norm": "none"},
             "down1_shared_residual_blocks": DOWN1_SHARED_RESIDUAL_BLOCKS}
 
 
@@ -264,6 +266,22 @@ def test_generator_switches_build_the_chosen_layers():
     bare = build_model(tiny_translation_config(**{"model.decoder_norm": "none"}))
     bare(_batch())
     assert not _layers_of(bare.generator, keras.layers.GroupNormalization)
+
+
+def test_he_init_scales_the_generator_weights_by_fan_in():
+    # He: std sqrt(2 / fan_in) in every encoder / generator conv but the output conv, which stays N(0, 0.02)
+    # like the official init (a He-scaled output conv starts tanh near saturation).
+    for init in ("gaussian", "he"):
+        model = build_model(tiny_translation_config(**{"model.gen_init": init, "model.gen_ch": 16}))
+        model(_batch())
+        for net in (model.encoder, model.generator):
+            kernels = [w for w in net.weights if w.path.endswith("kernel")]
+            assert kernels
+            for kernel in kernels:
+                fan_in = int(np.prod(kernel.shape[:-1]))
+                output_conv = kernel.shape[-1] == 3 and kernel.shape[0] == 1
+                expected = 0.02 if init == "gaussian" or output_conv else np.sqrt(2.0 / fan_in)
+                assert np.std(kernel.numpy()) == pytest.approx(expected, rel=0.25), (init, kernel.path)
 
 
 def test_layer_norm_keeps_a_flat_colour_that_instance_norm_erases():
@@ -341,7 +359,8 @@ def test_official_values_rebuild_the_official_generators(preset):
 def test_generator_switches_are_for_the_residual_networks_only():
     from unit_tf.config import validate
 
-    for key, value in (("upsample", "resize_conv"), ("encoder_norm", "layer"), ("decoder_norm", "layer")):
+    for key, value in (("upsample", "resize_conv"), ("encoder_norm", "layer"), ("decoder_norm", "layer"),
+                       ("gen_init", "he")):
         config = UNITConfig()  # the digit networks
         setattr(config.model, key, value)
         with pytest.raises(UserError, match="choose the residual translation networks"):

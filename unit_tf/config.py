@@ -72,6 +72,10 @@ class ModelConfig:
     upsample: str = "transposed"
     encoder_norm: str = "instance"
     decoder_norm: str = "instance"
+    # Initial conv weights of the residual encoders / generators: "gaussian" (official gaussian_weights_init,
+    # N(0, 0.02) whatever the fan-in) | "he" (He et al. 2015: variance 2 / fan_in, which keeps the signal's scale
+    # through ReLU layers that no norm rescales; the generators' 1x1 output conv keeps N(0, 0.02)).
+    gen_init: str = "gaussian"
     # Fast paths (unit_tf.fast: small convs as matmuls, TF's fused batch-norm and Adam kernels): exact rewrites
     # with the same variables, so this changes how fast a run is, not what it is. auto: on when TensorFlow sees
     # no GPU (they work around CPU kernels; none was measured faster on a GPU) | off: plain Keras layers and Adam.
@@ -241,6 +245,7 @@ FAST_PATHS = ("auto", "off")
 #: model.upsample and model.encoder_norm / decoder_norm (residual networks; the first of each is the official one).
 UPSAMPLING = ("transposed", "resize_conv")
 GENERATOR_NORMS = ("instance", "layer", "none")
+GENERATOR_INITS = ("gaussian", "he")
 
 #: data.channels of dataset "da": 0 keeps each domain's own, 1 and 3 convert both domains to gray or RGB.
 DA_CHANNELS = (0, 1, 3)
@@ -348,7 +353,8 @@ TRANSLATION_SETTINGS: dict[str, Any] = {
 # preset sets): `--set` these on a translation preset to train the official version_02 COCOResGen2 generators
 # without the edge term.
 OFFICIAL_GENERATOR: dict[str, Any] = {"model.upsample": "transposed", "model.encoder_norm": "instance",
-                                      "model.decoder_norm": "instance", "loss.edge": 0.0, "model.n_downsample": 2,
+                                      "model.decoder_norm": "instance", "model.gen_init": "gaussian",
+                                      "loss.edge": 0.0, "model.n_downsample": 2,
                                       "model.shared_encoder_layers": 1, "model.shared_generator_layers": 1,
                                       "model.dis_scales": 1}
 
@@ -675,6 +681,7 @@ def validate(config: UNITConfig) -> None:
                "model.upsample": (config.model.upsample, UPSAMPLING),
                "model.encoder_norm": (config.model.encoder_norm, GENERATOR_NORMS),
                "model.decoder_norm": (config.model.decoder_norm, GENERATOR_NORMS),
+               "model.gen_init": (config.model.gen_init, GENERATOR_INITS),
                "optimizer.schedule": (config.optimizer.schedule, SCHEDULES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -712,11 +719,11 @@ def validate(config: UNITConfig) -> None:
                         f"and B {config.model.channels_b}: set loss.identity=0")
     if config.model.architecture == "residual":
         check_residual_geometry(config.model)
-    elif (config.model.upsample, config.model.encoder_norm, config.model.decoder_norm) != (
-            "transposed", "instance", "instance"):
-        raise UserError("model.upsample, model.encoder_norm and model.decoder_norm choose the residual translation "
-                        "networks; the digit networks have their own (transposed convs, batch norm): leave them at "
-                        "transposed and instance")
+    elif (config.model.upsample, config.model.encoder_norm, config.model.decoder_norm, config.model.gen_init) != (
+            "transposed", "instance", "instance", "gaussian"):
+        raise UserError("model.upsample, model.encoder_norm, model.decoder_norm and model.gen_init choose the residual "
+                        "translation networks; the digit networks have their own (transposed convs, batch norm, "
+                        "N(0, 0.02) weights): leave them at transposed, instance and gaussian")
     if config.data.dataset != DA_DATASET and (config.data.target_test or config.data.channels):
         raise UserError("--target-test and --channels (data.target_test, data.channels) only apply to domain "
                         f"adaptation on your own files ({DA_SYNTAX}); drop them")

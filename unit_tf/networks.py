@@ -226,14 +226,23 @@ def _gaussian_init() -> LayerSpec:
     return dict(kernel_initializer=keras.initializers.serialize(keras.initializers.RandomNormal(0.0, 0.02)))
 
 
+def _generator_init(cfg: ModelConfig) -> LayerSpec:
+    """Conv weights of the residual encoders / generators (model.gen_init) but the generators' output conv: the
+    official N(0, 0.02), or He's fan-in scaled normal, which keeps the signal's scale through ReLU layers that no
+    norm rescales."""
+    return _gaussian_init() if cfg.gen_init == "gaussian" else dict(
+        kernel_initializer=keras.initializers.serialize(keras.initializers.HeNormal()))
+
+
 def _residual_encoder_specs(cfg: ModelConfig) -> list[LayerSpec]:
     """Official COCOResGen2 encoder: 7x7/1 conv + LeakyReLU, n_downsample 3x3/2 conv + IN + ReLU, then
     res_blocks instance-norm residual blocks (model.encoder_norm: another norm). Latent: [N, size / 2^n,
     size / 2^n, gen_ch * 2^n]."""
     c = cfg.gen_ch
-    norm = dict(norm=cfg.encoder_norm, bn_epsilon=cfg.bn_epsilon, fast_paths=cfg.fast_paths, **_gaussian_init())
+    norm = dict(norm=cfg.encoder_norm, bn_epsilon=cfg.bn_epsilon, fast_paths=cfg.fast_paths,
+                **_generator_init(cfg))
     specs = [dict(filters=c, kernel_size=7, padding=3, activation="leaky_relu", leaky_slope=cfg.leaky_slope,
-                  fast_paths=cfg.fast_paths, **_gaussian_init())]
+                  fast_paths=cfg.fast_paths, **_generator_init(cfg))]
     for _ in range(cfg.n_downsample):
         c *= 2
         specs.append(dict(filters=c, kernel_size=3, strides=2, padding=1, activation="relu", **norm))
@@ -245,13 +254,15 @@ def _residual_generator_specs(cfg: ModelConfig, out_channels: int) -> list[Layer
     conv + tanh to the domain's channels. Official: 4x4/2 transposed convs, instance norm (model.upsample,
     model.decoder_norm choose otherwise)."""
     c = cfg.gen_ch * 2**cfg.n_downsample
-    norm = dict(norm=cfg.decoder_norm, bn_epsilon=cfg.bn_epsilon, fast_paths=cfg.fast_paths, **_gaussian_init())
+    norm = dict(norm=cfg.decoder_norm, bn_epsilon=cfg.bn_epsilon, fast_paths=cfg.fast_paths,
+                **_generator_init(cfg))
     up = (dict(kernel_size=4, strides=2, padding=1, transpose=True) if cfg.upsample == "transposed"
           else dict(kernel_size=3, padding=1, upsample=2))
     specs = [dict(kind="residual", filters=c, **norm) for _ in range(cfg.res_blocks)]
     for _ in range(cfg.n_downsample):
         c //= 2
         specs.append(dict(filters=c, activation="relu", **up, **norm))
+    # The output conv keeps N(0, 0.02) under either init: He-scaled, it would start tanh near saturation.
     return specs + [dict(filters=out_channels, kernel_size=1, activation="tanh", fast_paths=cfg.fast_paths,
                          **_gaussian_init())]
 
