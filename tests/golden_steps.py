@@ -52,7 +52,8 @@ COMMON = {"train.steps": 2, "train.seed": 7, "train.deterministic": True, "train
 # these cases also prove the official values rebuild the official networks exactly), its multi-scale,
 # no-reconstruction-stream LSGAN ablation, and `small` as it is (its fidelity defaults and one down-sampling;
 # re-recorded when `small` changed to one down-sampling, commit abc36a7, to three discriminator scales,
-# commit 967e3f5, to norm-free encoders, commit c6d36cb, and to norm-free decoders, commit fc33e7f).
+# commit 967e3f5, to norm-free encoders, commit c6d36cb, to norm-free decoders, commit fc33e7f, and to half the
+# paper's latent noise, model.latent_noise_std 0.5).
 CASES = {
     "digits_da_small": ("svhn_mnist", "digits_da_small",
                         {"data.batch_size": 16, "train.classifier_warmup_steps": 2}),

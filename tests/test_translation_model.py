@@ -190,6 +190,9 @@ def test_translation_presets_use_the_fidelity_defaults():
         # keep the layer norms.
         expected = "none" if name == "small" else "layer"
         assert (config.model.encoder_norm, config.model.decoder_norm) == (expected, expected)
+        # The official init everywhere; half the paper's latent noise in `small` (measured over seeds).
+        assert (config.model.gen_init, config.model.latent_noise_std) == ("gaussian",
+                                                                          0.5 if name == "small" else 1.0)
     # The dataclass defaults (what a config.json written before the switches existed resolves to) stay official.
     assert (UNITConfig().model.upsample, UNITConfig().model.encoder_norm, UNITConfig().loss.edge) == (
         "transposed", "instance", 0.0)
