@@ -150,9 +150,10 @@ def photo_like(n: int, size: int, seed: int, warm: bool, width: int | None = Non
     return np.clip(images * 255, 0, 255).astype(np.uint8)
 
 
-# `small` without decoder norms starts from near-constant outputs (glorot init through ReLU layers: std ~1e-5 at
-# width 4, 6e-4 at width 32, against 0.02-0.04 with layer norms), so a few-step run of a tiny network paints one
-# uniform grey. Tests of what a benchmark draws and measures (grids, sharpness) add these flags to see an image.
+# `small` without decoder norms starts from near-constant outputs (the official N(0, 0.02) init, whatever the
+# fan-in, through ReLU layers: std ~1e-5 at width 4, 6e-4 at width 32, against 0.02-0.04 with layer norms), so a
+# few-step run of a tiny network paints one uniform grey. Tests of what a benchmark draws and measures (grids,
+# sharpness) add these flags to see an image.
 VISIBLE_AT_STEP_ONE = ("--set", "model.decoder_norm=layer")
 
 
