@@ -61,15 +61,28 @@ def test_da_train_step_reports_finite_terms(losses):
     official = {"loss.gan": 1.0, "loss.kl": 1e-4, "loss.kl_reduction": "sum", "loss.recon": 1e-3,
                 "loss.recon_distance": "sse", "loss.cycle_kl": 0.0, "loss.cycle_recon": 0.0,
                 "loss.gan_recon_stream": True, "loss.classifier_translated": 1.0}
-    config = da_config(**(official if losses == "official" else {"train.precision": "bfloat16"}))
+    paper = {"train.precision": "bfloat16", "loss.target_entropy": 1.0}
+    config = da_config(**(official if losses == "official" else paper))
     model = build_model(config)
     out = model.train_step(batch(config))
     assert set(out) == set(model.metric_names)
     assert {"classifier", "feature", "source_batch_accuracy"} <= set(out)
+    assert ("target_entropy" in out) == (losses == "paper")
     assert ("recon_sse" if losses == "official" else "recon_l1") in out
     assert not any(name.startswith("cycle") for name in out)  # DA presets: cycle weights 0, not computed
     assert all(np.isfinite(float(v)) for v in out.values())
     build_model(resolve_config("mnist_usps", "digits", overrides=TINY))  # policy back to float32
+
+
+def test_target_entropy_rewards_confident_predictions_that_use_every_class():
+    from unit_tf.losses import information_loss
+
+    log_k = np.log(10)
+    assert float(information_loss(tf.zeros([20, 10]))) == pytest.approx(0.0, abs=1e-6)  # unsure
+    balanced = 30.0 * tf.one_hot(tf.range(20) % 10, 10)
+    assert float(information_loss(balanced)) == pytest.approx(-log_k, abs=1e-4)  # sure, every class
+    collapsed = 30.0 * tf.one_hot(tf.zeros(20, tf.int32), 10)
+    assert float(information_loss(collapsed)) == pytest.approx(0.0, abs=1e-4)  # sure, one class: no reward
 
 
 def test_source_only_training_touches_only_the_classifier_path():

@@ -112,6 +112,10 @@ class LossConfig:
     # E/G update: D_b's classifier must read each translation x_ab as its source label (keeps the digit's
     # identity through translation; CyCADA's semantic consistency on UNIT's own classifier).
     semantic: float = 0.0
+    # D update: information maximization on the UNLABELLED target images through D_b's classifier (SHOT, Liang et
+    # al. 2020): the mean entropy of each image's prediction minus the entropy of the batch's mean prediction, so
+    # predictions grow confident without collapsing onto a few classes. 0: no term.
+    target_entropy: float = 0.0
     # classifier_translated grows linearly from 0 to its weight over this many steps: early translations are
     # noise, and learning labels on them would undo D_b's source-only initialization (semantic starts at once:
     # that initialization is what keeps early translations from collapsing to one digit).
@@ -693,7 +697,7 @@ def validate(config: UNITConfig) -> None:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
     da_terms = {"loss.classifier": config.loss.classifier, "loss.classifier_translated":
                 config.loss.classifier_translated, "loss.feature": config.loss.feature,
-                "loss.semantic": config.loss.semantic}
+                "loss.semantic": config.loss.semantic, "loss.target_entropy": config.loss.target_entropy}
     for key, value in da_terms.items():
         if value > 0 and config.model.num_classes <= 0:
             raise UserError(f"{key} needs a classifier head: set model.num_classes (10 for digits) or {key}=0")

@@ -37,8 +37,8 @@ def _always(loss: LossConfig) -> bool:
     return True
 
 
-#: Every term in report order: the discriminator's and generator's terms, the domain-adaptation terms (all on
-#: labelled source images only), then the two weighted totals. `source_batch_accuracy` is no loss: the
+#: Every term in report order: the discriminator's and generator's terms, the domain-adaptation terms (labels of
+#: source images only; target images unlabelled), then the two weighted totals. `source_batch_accuracy` is no loss: the
 #: classifier's accuracy on the step's source batch.
 TERMS = (
     Term("d_gan", _always),
@@ -53,6 +53,7 @@ TERMS = (
     Term("classifier_translated", lambda loss: loss.classifier_translated > 0),
     Term("feature", lambda loss: loss.feature > 0),
     Term("semantic", lambda loss: loss.semantic > 0),
+    Term("target_entropy", lambda loss: loss.target_entropy > 0),
     Term("source_batch_accuracy", lambda loss: loss.classifier > 0),
     Term("d_loss", _always),
     Term("g_loss", _always),
@@ -114,6 +115,17 @@ def classifier_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Softmax cross-entropy of the digit classifier, mean over the batch."""
     logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(logits)[0], -1])
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int32), logits))
+
+
+def information_loss(logits: tf.Tensor) -> tf.Tensor:
+    """Information maximization on unlabelled images: the mean entropy of each prediction minus the entropy of
+    the batch's mean prediction (lowest, -log K, when each image is sure of its class and the classes are used
+    equally often)."""
+    logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(logits)[0], -1])
+    p, log_p = tf.nn.softmax(logits), tf.nn.log_softmax(logits)
+    conditional = tf.reduce_mean(-tf.reduce_sum(p * log_p, -1))
+    marginal = tf.reduce_mean(p, 0)
+    return conditional + tf.reduce_sum(marginal * tf.math.log(marginal + 1e-8))
 
 
 Logits = tf.Tensor | list[tf.Tensor]  # one discriminator's logits, or one tensor per scale (multi-scale D)

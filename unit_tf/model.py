@@ -328,7 +328,8 @@ class UNIT(MultiWorkerFit, keras.Model):
                           d_b: Discriminated) -> dict[str, tf.Tensor]:
         """The unweighted DA terms of the D update (official cocogan_trainer_da.py), from its pass `d_a`, `d_b`.
 
-        Only SOURCE labels (domain A) are read; target images enter through the GAN and feature terms.
+        Only SOURCE labels (domain A) are read; target images enter (unlabelled) through the GAN, feature and
+        target-entropy terms.
         """
         w = self.unit_config.loss
         dis = self.discriminators
@@ -342,6 +343,9 @@ class UNIT(MultiWorkerFit, keras.Model):
             # Source images translated to B keep their labels: train the classifier through D_b on them.
             terms["classifier_translated"] = losses.classifier_loss(
                 y_a, dis.classify(d_b.features("translated"), training=True))
+        if self._reports("target_entropy"):
+            # Unlabelled target images through D_b's classifier: confident, class-balanced predictions.
+            terms["target_entropy"] = losses.information_loss(dis.classify(d_b.features("real"), training=True))
         if self._reports("feature"):
             # D_b(x_ab) ~ D_a(x_aa) and D_a(x_ba) ~ D_b(x_bb) — same latent code, other domain — on the highest
             # D features: from the D update's pass (with dropout), or without dropout from a second,
@@ -367,6 +371,8 @@ class UNIT(MultiWorkerFit, keras.Model):
             total += w.classifier_translated * self._translated_ramp() * terms["classifier_translated"]
         if "feature" in terms:
             total += w.feature * terms["feature"]
+        if "target_entropy" in terms:
+            total += w.target_entropy * terms["target_entropy"]
         return total
 
     def _translated_ramp(self) -> tf.Tensor:
