@@ -61,7 +61,7 @@ def test_da_train_step_reports_finite_terms(losses):
     official = {"loss.gan": 1.0, "loss.kl": 1e-4, "loss.kl_reduction": "sum", "loss.recon": 1e-3,
                 "loss.recon_distance": "sse", "loss.cycle_kl": 0.0, "loss.cycle_recon": 0.0,
                 "loss.gan_recon_stream": True, "loss.classifier_translated": 1.0}
-    paper = {"train.precision": "bfloat16", "loss.target_entropy": 1.0}
+    paper = {"train.precision": "bfloat16", "loss.target_entropy": 1.0, "loss.translated_jitter": True}
     config = da_config(**(official if losses == "official" else paper))
     model = build_model(config)
     out = model.train_step(batch(config))
@@ -83,6 +83,23 @@ def test_target_entropy_rewards_confident_predictions_that_use_every_class():
     assert float(information_loss(balanced)) == pytest.approx(-log_k, abs=1e-4)  # sure, every class
     collapsed = 30.0 * tf.one_hot(tf.zeros(20, tf.int32), 10)
     assert float(information_loss(collapsed)) == pytest.approx(0.0, abs=1e-4)  # sure, one class: no reward
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_colour_jitter_inverts_and_reorders_channels_only(channels):
+    from itertools import permutations
+
+    from unit_tf.layers import colour_jitter
+
+    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (200, 4, 4, channels)), tf.float32)
+    y = colour_jitter(x, tf.constant([3, 4])).numpy()
+    seen = set()
+    for xi, yi in zip(x.numpy(), y, strict=True):
+        found = [(sign, order) for sign in (1, -1) for order in permutations(range(channels))
+                 if np.array_equal(yi, sign * xi[..., list(order)])]
+        assert len(found) == 1  # each output is its input, inverted or not, channels reordered
+        seen.add(found[0])
+    assert len(seen) == 2 * (6 if channels == 3 else 1)  # every sign and order occurs
 
 
 def test_source_only_training_touches_only_the_classifier_path():

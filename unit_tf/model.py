@@ -19,7 +19,7 @@ from unit_tf.config import PRECISIONS, UNITConfig
 from unit_tf.discriminators import CoupledDiscriminator, Discriminated
 from unit_tf.distribute import MultiWorkerFit, fit_outputs
 from unit_tf.hardware import resolve_precision
-from unit_tf.layers import PACKAGE, CoordinateChannels, replica_seed
+from unit_tf.layers import PACKAGE, CoordinateChannels, colour_jitter, replica_seed
 from unit_tf.networks import build_classifier_head, build_networks
 from unit_tf.optimizers import make_optimizer
 
@@ -341,8 +341,12 @@ class UNIT(MultiWorkerFit, keras.Model):
             terms["source_batch_accuracy"] = tf.reduce_mean(tf.cast(hits, tf.float32))
         if self._reports("classifier_translated"):
             # Source images translated to B keep their labels: train the classifier through D_b on them.
-            terms["classifier_translated"] = losses.classifier_loss(
-                y_a, dis.classify(d_b.features("translated"), training=True))
+            if w.translated_jitter:  # a pass of D_b of its own over the jittered translations
+                x_ab = colour_jitter(tf.stop_gradient(s.x_ab), replica_seed(self.seed_generator))
+                logits = self.classify(x_ab, "b", training=True)
+            else:
+                logits = dis.classify(d_b.features("translated"), training=True)
+            terms["classifier_translated"] = losses.classifier_loss(y_a, logits)
         if self._reports("target_entropy"):
             # Unlabelled target images through D_b's classifier: confident, class-balanced predictions.
             terms["target_entropy"] = losses.information_loss(dis.classify(d_b.features("real"), training=True))
