@@ -87,7 +87,7 @@ def test_target_entropy_rewards_confident_predictions_that_use_every_class():
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_colour_jitter_inverts_and_reorders_channels_only(channels):
-    from itertools import permutations
+    from itertools import permutations, product
 
     from unit_tf.layers import colour_jitter
 
@@ -95,11 +95,12 @@ def test_colour_jitter_inverts_and_reorders_channels_only(channels):
     y = colour_jitter(x, tf.constant([3, 4])).numpy()
     seen = set()
     for xi, yi in zip(x.numpy(), y, strict=True):
-        found = [(sign, order) for sign in (1, -1) for order in permutations(range(channels))
-                 if np.array_equal(yi, sign * xi[..., list(order)])]
-        assert len(found) == 1  # each output is its input, inverted or not, channels reordered
+        found = [(signs, order) for signs in product((1, -1), repeat=channels)
+                 for order in permutations(range(channels))
+                 if np.array_equal(yi, np.array(signs) * xi[..., list(order)])]
+        assert len(found) == 1  # each output is its input, channels reordered, each inverted or not
         seen.add(found[0])
-    assert len(seen) == 2 * (6 if channels == 3 else 1)  # every sign and order occurs
+    assert len(seen) == (8 * 6 if channels == 3 else 2)  # every sign and order occurs
 
 
 def test_source_only_training_touches_only_the_classifier_path():

@@ -120,9 +120,9 @@ class LossConfig:
     # noise, and learning labels on them would undo D_b's source-only initialization (semantic starts at once:
     # that initialization is what keeps early translations from collapsing to one digit).
     translated_rampup_steps: int = 0
-    # The translated-source classifier sees each translation inverted with probability 1/2 and (colour targets) in
-    # a random channel order: one translation style stands for the target's many (an MNIST-M digit takes the
-    # inverse colours of its photo patch, while UNIT's translations of a digit share one style).
+    # The translated-source classifier sees each translation with each channel inverted with probability 1/2 and
+    # (colour targets) in a random channel order: one translation style stands for the target's many (an MNIST-M
+    # digit takes the inverse colours of its photo patch, while UNIT's translations of a digit share one style).
     translated_jitter: bool = False
     # Identity (colour preservation, CycleGAN's identity term in UNIT's form): an image already in the target
     # domain comes back unchanged through the translation, weight x (L1(G_b(E_a(x_b)), x_b) + L1(G_a(E_b(x_a)),

@@ -49,15 +49,17 @@ _CHANNEL_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1,
 
 
 def colour_jitter(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Each image of [N, H, W, C] in [-1, 1] inverted (-x) with probability 1/2 and, with 3 channels, its channels
-    put in one of the six orders at random: the same digit in another colour and polarity."""
-    n = tf.shape(x)[0]
-    draws = tf.random.stateless_uniform([n, 2], seed)
-    sign = tf.where(draws[:, 0] < 0.5, -1.0, 1.0)
-    if x.shape[-1] == 3:
-        order = tf.gather(tf.constant(_CHANNEL_ORDERS), tf.cast(draws[:, 1] * len(_CHANNEL_ORDERS), tf.int32))
+    """Each channel of each image of [N, H, W, C] in [-1, 1] inverted (-x) with probability 1/2 and, with 3
+    channels, the channels put in one of the six orders at random: the same digit in other colours and
+    polarities (a channel inverted alone changes a digit's colour against its background, as MNIST-M's
+    |digit - patch| blend does channel by channel)."""
+    n, channels = tf.shape(x)[0], x.shape[-1]
+    draws = tf.random.stateless_uniform([n, channels + 1], seed)
+    sign = tf.where(draws[:, :channels] < 0.5, -1.0, 1.0)
+    if channels == 3:
+        order = tf.gather(tf.constant(_CHANNEL_ORDERS), tf.cast(draws[:, -1] * len(_CHANNEL_ORDERS), tf.int32))
         x = tf.gather(x, order, axis=3, batch_dims=1)
-    return x * tf.cast(tf.reshape(sign, [-1, 1, 1, 1]), x.dtype)
+    return x * tf.cast(tf.reshape(sign, [-1, 1, 1, channels]), x.dtype)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
