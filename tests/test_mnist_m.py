@@ -88,6 +88,14 @@ def test_the_mnist_mnistm_pair_reads_it(made):
     np.testing.assert_array_equal(a.labels, b.labels)
 
 
+def test_the_mnist_mnistm_pair_adds_inverted_mnist_unless_told_not_to():
+    from unit_tf.config import resolve_config
+
+    assert resolve_config("mnist_mnistm", "digits_da_small").data.invert_a
+    assert not resolve_config("mnist_usps", "digits_da_small").data.invert_a
+    assert not resolve_config("mnist_mnistm", "digits_da_small", overrides={"data.invert_a": False}).data.invert_a
+
+
 def test_missing_mnist_m_names_the_command(tmp_path):
     write_digit_dirs(tmp_path, n_train=8, n_test=8)
     with pytest.raises(UserError, match="make_mnist_m.py"):

@@ -146,7 +146,7 @@ def test_resume_keeps_the_saved_config_and_overwrite_replaces(tmp_path, data_dir
     # --resume: continue with the saved settings; a defining change on the command line is not applied.
     train_cli.main([*_args(data_dir, run, "--set", "loss.gan=1", "--resume"), "--steps", "4"])
     config = train_cli.make_config(train_cli.parse_args(["--resume", "--output-dir", str(run)]))
-    assert config.loss.gan == 10.0 and config.train.steps == 4 and _latest_step(run) == 4
+    assert config.loss.gan == 3.0 and config.train.steps == 4 and _latest_step(run) == 4
     # --overwrite: a new run in the same place.
     train_cli.main(_args(data_dir, run, "--set", "loss.gan=1", "--overwrite"))
     config = train_cli.make_config(train_cli.parse_args(["--resume", "--output-dir", str(run)]))

@@ -71,12 +71,13 @@ class DigitPair:
         return DIGIT_DOMAINS[self.domain_a].channels, DIGIT_DOMAINS[self.domain_b].channels
 
 
-#: Digit pairs, source (domain A) first. The official svhn2mnist.yaml inverts MNIST (domain B).
+#: Digit pairs, source (domain A) first. The official svhn2mnist.yaml inverts MNIST (domain B); MNIST -> MNIST-M
+#: inverts MNIST too: an MNIST-M digit on a bright patch is dark on bright (docs/domain_adaptation.md).
 DIGIT_PAIRS = {
     "svhn_mnist": DigitPair("svhn", "mnist", settings={"data.invert_b": True}),
     "mnist_usps": DigitPair("mnist", "usps"),
     "usps_mnist": DigitPair("usps", "mnist"),
-    "mnist_mnistm": DigitPair("mnist", "mnist_m"),
+    "mnist_mnistm": DigitPair("mnist", "mnist_m", settings={"data.invert_a": True}),
 }
 
 #: Domain adaptation on your own files: the config's data set name, and its command-line spelling.
