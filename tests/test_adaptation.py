@@ -60,9 +60,8 @@ def test_da_settings_need_a_head_and_a_shared_trunk():
 def test_da_train_step_reports_finite_terms(losses):
     official = {"loss.gan": 1.0, "loss.kl": 1e-4, "loss.kl_reduction": "sum", "loss.recon": 1e-3,
                 "loss.recon_distance": "sse", "loss.cycle_kl": 0.0, "loss.cycle_recon": 0.0,
-                "loss.gan_recon_stream": True, "loss.classifier_translated": 1.0}
+                "loss.gan_recon_stream": True, "loss.classifier_translated": 1.0, "loss.translated_jitter": False}
     # The preset's target-entropy term in both; its jittered translations in one, D's own pass in the other.
-    official["loss.translated_jitter"] = False
     config = da_config(**(official if losses == "official" else {"train.precision": "bfloat16"}))
     model = build_model(config)
     out = model.train_step(batch(config))

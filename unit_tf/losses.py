@@ -38,8 +38,8 @@ def _always(loss: LossConfig) -> bool:
 
 
 #: Every term in report order: the discriminator's and generator's terms, the domain-adaptation terms (labels of
-#: source images only; target images unlabelled), then the two weighted totals. `source_batch_accuracy` is no loss: the
-#: classifier's accuracy on the step's source batch.
+#: source images only; target images unlabelled), then the two weighted totals. `source_batch_accuracy` is no
+#: loss: the classifier's accuracy on the step's source batch.
 TERMS = (
     Term("d_gan", _always),
     Term("g_gan", _always),
@@ -111,9 +111,14 @@ def feature_loss(a: tf.Tensor, b: tf.Tensor, distance: str = "l2") -> tf.Tensor:
     return _per_image(tf.square(diff) if distance == "l2" else tf.abs(diff))
 
 
+def _class_rows(logits: tf.Tensor) -> tf.Tensor:
+    """Classifier logits as float32 [N, classes]."""
+    return tf.reshape(tf.cast(logits, tf.float32), [tf.shape(logits)[0], -1])
+
+
 def classifier_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Softmax cross-entropy of the digit classifier, mean over the batch."""
-    logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(logits)[0], -1])
+    logits = _class_rows(logits)
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int32), logits))
 
 
@@ -121,7 +126,7 @@ def information_loss(logits: tf.Tensor) -> tf.Tensor:
     """Information maximization on unlabelled images: the mean entropy of each prediction minus the entropy of
     the batch's mean prediction (lowest, -log K, when each image is sure of its class and the classes are used
     equally often)."""
-    logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(logits)[0], -1])
+    logits = _class_rows(logits)
     p, log_p = tf.nn.softmax(logits), tf.nn.log_softmax(logits)
     conditional = tf.reduce_mean(-tf.reduce_sum(p * log_p, -1))
     marginal = tf.reduce_mean(p, 0)
