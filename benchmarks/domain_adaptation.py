@@ -172,19 +172,13 @@ def whole_budget_baseline(config: Any, minutes: float) -> dict[str, Any]:
     import keras
 
     from unit_tf import adaptation
-    from unit_tf.data.pipeline import load_pair
-    from unit_tf.data.sources import load_da_splits
+    from unit_tf.data.sources import load_labelled_splits
     from unit_tf.model import build_model
 
-    data, size = config.data, config.model.image_size
-    if data.dataset == DA_DATASET:
-        (train_a, _), (test_a, test_b) = load_da_splits(config, ("train", "test"))
-    else:
-        train_a, _ = load_pair(data.dataset, "train", data.data_dir, size)
-        test_a, test_b = load_pair(data.dataset, "test", data.data_dir, size)
+    train_a, _, test_a, test_b = load_labelled_splits(config)  # with the warm-up's inverted copies
     keras.utils.set_random_seed(config.train.seed)
     curve = adaptation.train_source_only_for(build_model(config), train_a, test_a, test_b, minutes,
-                                             data.batch_size, config.train.seed)
+                                             config.data.batch_size, config.train.seed)
     return {"source_only_whole_budget_steps": curve[-1]["step"],
             "source_only_whole_budget_accuracy": curve[-1]["target_accuracy"]}
 

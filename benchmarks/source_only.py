@@ -45,16 +45,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from unit_tf import adaptation
     from unit_tf.config import resolve_config
-    from unit_tf.data.pipeline import load_pair
+    from unit_tf.data.sources import load_labelled_splits
     from unit_tf.model import build_model
 
     desc, precision = describe(), resolve_precision("auto")
     config = resolve_config(args.pair, args.preset, overrides={"data.data_dir": args.data_dir,
                                                                "train.precision": precision,
                                                                "train.seed": args.seed})
-    size = config.model.image_size
-    train_a, _ = load_pair(config.data.dataset, "train", config.data.data_dir, size)
-    test_a, test_b = load_pair(config.data.dataset, "test", config.data.data_dir, size)
+    train_a, _, test_a, test_b = load_labelled_splits(config)  # with the inverted copies the pair asks for
     keras.utils.set_random_seed(args.seed)
     model = build_model(config)
     points = adaptation.train_source_only_for(model, train_a, test_a, test_b, args.minutes,

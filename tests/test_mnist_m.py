@@ -96,6 +96,36 @@ def test_the_mnist_mnistm_pair_adds_inverted_mnist_unless_told_not_to():
     assert not resolve_config("mnist_mnistm", "digits_da_small", overrides={"data.invert_a": False}).data.invert_a
 
 
+@pytest.mark.parametrize("script", ["domain_adaptation", "source_only"])
+def test_whole_budget_baseline_trains_on_what_the_warm_up_trains_on(made, script, monkeypatch, capsys):
+    """The whole-budget source-only baseline (domain_adaptation.py --seeds, source_only.py) gets the warm-up's
+    training images: MNIST and its inverted copies."""
+    from unit_tf import adaptation, model
+    from unit_tf.config import resolve_config
+    from unit_tf.data.sources import load_run_data
+
+    data_dir, _, _ = made
+    config = resolve_config("mnist_mnistm", "digits_da_small", overrides={"data.data_dir": str(data_dir)})
+    warm_up = load_run_data(config, 4).train_a
+    assert len(warm_up.images) == 2 * len(load_pair("mnist_mnistm", "train", str(data_dir), 32)[0].images)
+    trained = []
+
+    def train_source_only_for(unit, train_a, *args, **kwargs):
+        trained.append(train_a)
+        return [{"step": 1, "source_accuracy": 0.5, "target_accuracy": 0.5}]
+
+    monkeypatch.setattr(adaptation, "train_source_only_for", train_source_only_for)
+    monkeypatch.setattr(model, "build_model", lambda config: None)
+    bench = load_benchmark(script)
+    if script == "source_only":
+        assert bench.main(["--pair", "mnist_mnistm", "--minutes", "1", "--data-dir", str(data_dir)]) == 0
+        assert json.loads(capsys.readouterr().out)["source_only_accuracy"] == 0.5
+    else:
+        assert bench.whole_budget_baseline(config, 1.0)["source_only_whole_budget_accuracy"] == 0.5
+    np.testing.assert_array_equal(trained[0].images, warm_up.images)
+    np.testing.assert_array_equal(trained[0].labels, warm_up.labels)
+
+
 def test_missing_mnist_m_names_the_command(tmp_path):
     write_digit_dirs(tmp_path, n_train=8, n_test=8)
     with pytest.raises(UserError, match="make_mnist_m.py"):

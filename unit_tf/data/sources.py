@@ -94,12 +94,19 @@ def load_da_splits(config: UNITConfig, splits: tuple[str, ...] = ("test",)) -> l
     return result
 
 
-def _load_da(config: UNITConfig, sample_images: int) -> DigitRunData:
-    (train_a, train_b), (test_a, test_b) = load_da_splits(config, ("train", "test"))
-    train_a = with_inverted(train_a) if config.data.invert_a else train_a
-    train_b = with_inverted(train_b) if config.data.invert_b else train_b
-    return DigitRunData(config, train_a, train_b, test_a, test_b, test_a.images[:sample_images],
-                        test_b.images[:sample_images])
+def load_labelled_splits(config: UNITConfig) -> tuple[DomainData, DomainData, DomainData, DomainData]:
+    """A digit pair's or dataset "da"'s (train_a, train_b, test_a, test_b) in memory, the training images with
+    the inverted copies the config asks for: what the warm-up, UNIT and the whole-budget source-only baseline
+    all train on."""
+    data, size = config.data, config.model.image_size
+    if data.dataset == DA_DATASET:
+        (train_a, train_b), (test_a, test_b) = load_da_splits(config, ("train", "test"))
+    else:
+        train_a, train_b = load_pair(data.dataset, "train", data.data_dir, size)
+        test_a, test_b = load_pair(data.dataset, "test", data.data_dir, size)
+    train_a = with_inverted(train_a) if data.invert_a else train_a
+    train_b = with_inverted(train_b) if data.invert_b else train_b
+    return train_a, train_b, test_a, test_b
 
 
 def load_run_data(config: UNITConfig, sample_images: int) -> RunData:
@@ -108,13 +115,7 @@ def load_run_data(config: UNITConfig, sample_images: int) -> RunData:
     if is_image_dataset(config.data.dataset):
         pair = _image_pair(config)
         return ImageRunData(config, pair, pair.test_images("a", sample_images), pair.test_images("b", sample_images))
-    if config.data.dataset == DA_DATASET:
-        return _load_da(config, sample_images)
-    data, size = config.data, config.model.image_size
-    train_a, train_b = load_pair(data.dataset, "train", data.data_dir, size)
-    test_a, test_b = load_pair(data.dataset, "test", data.data_dir, size)
-    train_a = with_inverted(train_a) if data.invert_a else train_a
-    train_b = with_inverted(train_b) if data.invert_b else train_b
+    train_a, train_b, test_a, test_b = load_labelled_splits(config)
     return DigitRunData(config, train_a, train_b, test_a, test_b, test_a.images[:sample_images],
                         test_b.images[:sample_images])
 
