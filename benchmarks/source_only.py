@@ -1,11 +1,13 @@
 """Source-only baseline on its own: the DA classifier (D_a's layers + head) trained on labelled source only.
 
     python benchmarks/source_only.py --pair usps_mnist --minutes 30 --data-dir ../shared/data
+    python benchmarks/source_only.py --source SRC --target TGT --target-test TGT_TEST --minutes 30
 
 Answers "would the baseline catch up with more training?": trains for the whole `--minutes` budget (the budget
 UNIT gets in benchmarks/domain_adaptation.py) and logs target test accuracy every `--eval-every` steps and at
-the deadline (benchmarks/domain_adaptation.py --seeds runs the same for each seed). Prints
-ONE JSON line: pair, preset, minutes, steps, final accuracies, the accuracy curve, hardware.
+the deadline (benchmarks/domain_adaptation.py --seeds runs the same for each seed). Takes the same data
+arguments as benchmarks/domain_adaptation.py (a digit pair, or your own folders). Prints ONE JSON line: pair,
+preset, minutes, steps, final accuracies, the accuracy curve, hardware.
 """
 
 from __future__ import annotations
@@ -17,21 +19,25 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from domain_adaptation import PAIRS  # noqa: E402
+from domain_adaptation import PAIRS, data_name, data_set  # noqa: E402
 
-from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
+from unit_tf.cli import ArgumentParser, add_da_arguments, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
 from unit_tf.hardware import describe, resolve_precision  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> Any:
     parser = ArgumentParser(prog="benchmarks/source_only.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pair", required=True, choices=PAIRS)
+    parser.add_argument("--pair", help=f"source_target digit pair ({', '.join(PAIRS)}), or da:SOURCE,TARGET (your "
+                        "own folders, as --source/--target)")
+    add_da_arguments(parser)
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock training budget")
     parser.add_argument("--data-dir")
     parser.add_argument("--preset", default="digits_da_small")
     parser.add_argument("--eval-every", type=positive_int, default=1000, help="steps between evaluations")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override (as in benchmarks/domain_adaptation.py, e.g. data.invert_a=true)")
     args = parser.parse_args(argv)
     if not 0 < args.minutes < float("inf"):
         parser.error(f"--minutes must be > 0, got {args.minutes}")
@@ -44,21 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from unit_tf import adaptation
-    from unit_tf.config import resolve_config
+    from unit_tf.config import parse_set_flags, resolve_config
     from unit_tf.data.sources import load_labelled_splits
     from unit_tf.model import build_model
 
+    dataset, data_flags = data_set(args)
     desc, precision = describe(), resolve_precision("auto")
-    config = resolve_config(args.pair, args.preset, overrides={"data.data_dir": args.data_dir,
-                                                               "train.precision": precision,
-                                                               "train.seed": args.seed})
+    overrides = {"data.data_dir": args.data_dir, "train.precision": precision, "train.seed": args.seed,
+                 **data_flags, **parse_set_flags(args.set)}
+    config = resolve_config(dataset, args.preset, overrides={k: v for k, v in overrides.items() if v is not None})
     train_a, _, test_a, test_b = load_labelled_splits(config)  # with the inverted copies the pair asks for
     keras.utils.set_random_seed(args.seed)
     model = build_model(config)
     points = adaptation.train_source_only_for(model, train_a, test_a, test_b, args.minutes,
                                               config.data.batch_size, args.seed, args.eval_every)
     steps = points[-1]["step"]
-    print(json.dumps({"pair": args.pair, "preset": args.preset, "minutes": args.minutes, "steps": steps,
+    print(json.dumps({"pair": data_name(config), "preset": args.preset, "minutes": args.minutes, "steps": steps,
                       "source_accuracy": points[-1]["source_accuracy"],
                       "source_only_accuracy": points[-1]["target_accuracy"], "curve": points,
                       "precision": precision, "hardware": desc}), flush=True)

@@ -207,3 +207,29 @@ def test_the_benchmark_takes_the_same_folders_and_wants_target_labels(folders):
     args.target_test = str(folders / "target_test")
     dataset, flags = module.data_set(args)
     assert dataset == "da" and flags["data.domain_a"] == str(folders / "source")
+
+
+def test_the_source_only_benchmark_takes_the_same_folders(folders, tmp_path, monkeypatch, capsys):
+    """benchmarks/source_only.py on your own folders: the source's labelled images train, the labelled target
+    test split scores, and the JSON line names the folders; no pair and no folders is one error line."""
+    from unit_tf import model
+
+    target = _npz_source(tmp_path / "target")
+    seen = []
+
+    def train_source_only_for(unit, train_a, test_a, test_b, *args, **kwargs):
+        seen.append((train_a, test_b))
+        return [{"step": 1, "source_accuracy": 0.5, "target_accuracy": 0.25}]
+
+    monkeypatch.setattr(adaptation, "train_source_only_for", train_source_only_for)
+    monkeypatch.setattr(model, "build_model", lambda config: None)
+    bench = load_benchmark("source_only")
+    assert bench.main(["--source", str(folders / "source"), "--target", str(target), "--minutes", "1",
+                       "--set", "data.batch_size=8"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["pair"] == f"da:{folders / 'source'},{target}" and line["source_only_accuracy"] == 0.25
+    train_a, test_b = seen[0]
+    np.testing.assert_array_equal(np.bincount(train_a.labels), [8, 8, 8])  # bar, circle, cross
+    np.testing.assert_array_equal(test_b.labels, np.arange(24) % 3)  # the target's test.npz
+    with pytest.raises(UserError, match="give a digit pair"):
+        bench.main(["--minutes", "1"])
