@@ -39,9 +39,7 @@ LAST_EVALUATIONS = 5  # the spread reported over the last few logged evaluations
 
 def parse_args(argv: list[str] | None) -> Any:
     parser = ArgumentParser(prog="benchmarks/domain_adaptation.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pair", help=f"source_target digit pair ({', '.join(PAIRS)}), or da:SOURCE,TARGET (your "
-                        "own folders, as --source/--target)")
-    add_da_arguments(parser)
+    add_data_arguments(parser)
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock budget for both models")
     parser.add_argument("--data-dir", help="folder with <domain>/{train,test}.npz or official files (else TFDS)")
     parser.add_argument("--preset", default="digits_da_small",
@@ -55,6 +53,13 @@ def parse_args(argv: list[str] | None) -> Any:
                         help="per seed, also train the source-only classifier alone for the whole --minutes "
                              "(doubles the time; default: on with --seeds, off with --seed)")
     return parse_budgeted_run(parser, argv)
+
+
+def add_data_arguments(parser: ArgumentParser) -> None:
+    """The data flags of the DA benchmarks: a digit pair, or your own folders as train.py takes them."""
+    parser.add_argument("--pair", "--dataset", dest="pair", help=f"source_target digit pair ({', '.join(PAIRS)}), "
+                        "or da:SOURCE,TARGET (your own folders, as --source/--target)")
+    add_da_arguments(parser)
 
 
 def seed_list(text: str) -> list[int]:

@@ -19,18 +19,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from domain_adaptation import PAIRS, data_name, data_set  # noqa: E402
+from domain_adaptation import add_data_arguments, data_name, data_set  # noqa: E402
 
-from unit_tf.cli import ArgumentParser, add_da_arguments, positive_int, quiet_tensorflow  # noqa: E402
+from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
 from unit_tf.hardware import describe, resolve_precision  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> Any:
     parser = ArgumentParser(prog="benchmarks/source_only.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pair", help=f"source_target digit pair ({', '.join(PAIRS)}), or da:SOURCE,TARGET (your "
-                        "own folders, as --source/--target)")
-    add_da_arguments(parser)
+    add_data_arguments(parser)
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock training budget")
     parser.add_argument("--data-dir")
     parser.add_argument("--preset", default="digits_da_small")

@@ -233,3 +233,14 @@ def test_the_source_only_benchmark_takes_the_same_folders(folders, tmp_path, mon
     np.testing.assert_array_equal(test_b.labels, np.arange(24) % 3)  # the target's test.npz
     with pytest.raises(UserError, match="give a digit pair"):
         bench.main(["--minutes", "1"])
+
+
+def test_the_benchmarks_take_dataset_as_train_py_spells_it(folders):
+    """--dataset da:SOURCE,TARGET (train.py's flag) names the same data as --pair and --source/--target."""
+    for name in ("domain_adaptation", "source_only"):
+        module = load_benchmark(name)
+        args = module.parse_args(["--dataset", f"da:{folders / 'source'},{folders / 'target'}", "--target-test",
+                                  str(folders / "target_test"), "--minutes", "1"])
+        dataset, flags = module.data_set(args)
+        assert dataset == "da" and flags["data.domain_b"] == str(folders / "target")
+        assert module.parse_args(["--dataset", "usps_mnist", "--minutes", "1"]).pair == "usps_mnist"
