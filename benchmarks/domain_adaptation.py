@@ -174,35 +174,44 @@ def run_seed(args: Any, config: Any, run_dir: Path, whole_budget: bool) -> dict[
 def whole_budget_baseline(config: Any, minutes: float) -> dict[str, Any]:
     """The second baseline: the same classifier (fresh, seeded as the run) on labelled source images for the
     whole budget, as benchmarks/source_only.py trains it."""
+    curve = source_only_curve(config, minutes)
+    return {"source_only_whole_budget_steps": curve[-1]["step"],
+            "source_only_whole_budget_accuracy": curve[-1]["target_accuracy"]}
+
+
+def source_only_curve(config: Any, minutes: float, eval_every: int = 1000) -> list[dict[str, Any]]:
+    """A fresh classifier (seeded as the run) trained on the labelled source, with the warm-up's inverted copies,
+    for `minutes`: its accuracy curve (every `eval_every` steps and at the deadline)."""
     import keras
 
     from unit_tf import adaptation
     from unit_tf.data.sources import load_labelled_splits
     from unit_tf.model import build_model
 
-    train_a, _, test_a, test_b = load_labelled_splits(config)  # with the warm-up's inverted copies
+    train_a, _, test_a, test_b = load_labelled_splits(config)
     keras.utils.set_random_seed(config.train.seed)
-    curve = adaptation.train_source_only_for(build_model(config), train_a, test_a, test_b, minutes,
-                                             config.data.batch_size, config.train.seed)
-    return {"source_only_whole_budget_steps": curve[-1]["step"],
-            "source_only_whole_budget_accuracy": curve[-1]["target_accuracy"]}
+    return adaptation.train_source_only_for(build_model(config), train_a, test_a, test_b, minutes,
+                                            config.data.batch_size, config.train.seed, eval_every)
+
+
+def benchmark_config(args: Any, dataset: str, data_flags: dict[str, Any], seed: int, precision: str,
+                     **train: Any) -> Any:
+    """The run's config: --preset, the data flags, seed and precision, `train` settings, then --set on top."""
+    from unit_tf.config import parse_set_flags, resolve_config
+
+    overrides = {"data.data_dir": args.data_dir, "train.seed": seed, "train.precision": precision,
+                 **{f"train.{key}": value for key, value in train.items()}, **data_flags, **parse_set_flags(args.set)}
+    return resolve_config(dataset, args.preset, overrides={k: v for k, v in overrides.items() if v is not None})
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_tensorflow()
-    from unit_tf.config import parse_set_flags, resolve_config
-
     dataset, data_flags = data_set(args)
     precision = resolve_precision(args.precision)
-    configs = []
-    for seed in args.seeds or [args.seed or 0]:
-        overrides = {"data.data_dir": args.data_dir, "train.seed": seed, "train.steps": 10**9,
-                     "train.time_limit_minutes": args.minutes, "train.precision": precision,
-                     "train.checkpoint_every": 10**9, "train.sample_every": 10**9}
-        overrides.update({**data_flags, **parse_set_flags(args.set)})
-        configs.append(resolve_config(dataset, args.preset,
-                                      overrides={k: v for k, v in overrides.items() if v is not None}))
+    configs = [benchmark_config(args, dataset, data_flags, seed, precision, steps=10**9,
+                                time_limit_minutes=args.minutes, checkpoint_every=10**9, sample_every=10**9)
+               for seed in args.seeds or [args.seed or 0]]
     if configs[0].model.num_classes <= 0 or configs[0].train.classifier_warmup_steps <= 0:
         raise UserError(f"preset '{args.preset}' has no classifier head or source-only warm-up; use a digits_da* "
                         "preset")

@@ -19,7 +19,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from domain_adaptation import add_data_arguments, data_name, data_set  # noqa: E402
+from domain_adaptation import (  # noqa: E402
+    add_data_arguments,
+    benchmark_config,
+    data_name,
+    data_set,
+    source_only_curve,
+)
 
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
@@ -45,26 +51,12 @@ def parse_args(argv: list[str] | None) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_tensorflow()
-    import keras
-
-    from unit_tf import adaptation
-    from unit_tf.config import parse_set_flags, resolve_config
-    from unit_tf.data.sources import load_labelled_splits
-    from unit_tf.model import build_model
-
     dataset, data_flags = data_set(args)
     desc, precision = describe(), resolve_precision("auto")
-    overrides = {"data.data_dir": args.data_dir, "train.precision": precision, "train.seed": args.seed,
-                 **data_flags, **parse_set_flags(args.set)}
-    config = resolve_config(dataset, args.preset, overrides={k: v for k, v in overrides.items() if v is not None})
-    train_a, _, test_a, test_b = load_labelled_splits(config)  # with the inverted copies the pair asks for
-    keras.utils.set_random_seed(args.seed)
-    model = build_model(config)
-    points = adaptation.train_source_only_for(model, train_a, test_a, test_b, args.minutes,
-                                              config.data.batch_size, args.seed, args.eval_every)
-    steps = points[-1]["step"]
-    print(json.dumps({"pair": data_name(config), "preset": args.preset, "minutes": args.minutes, "steps": steps,
-                      "source_accuracy": points[-1]["source_accuracy"],
+    config = benchmark_config(args, dataset, data_flags, args.seed, precision)
+    points = source_only_curve(config, args.minutes, args.eval_every)
+    print(json.dumps({"pair": data_name(config), "preset": args.preset, "minutes": args.minutes,
+                      "steps": points[-1]["step"], "source_accuracy": points[-1]["source_accuracy"],
                       "source_only_accuracy": points[-1]["target_accuracy"], "curve": points,
                       "precision": precision, "hardware": desc}), flush=True)
     return 0
