@@ -12,7 +12,7 @@ from helpers import TINY, run_script, write_digit_dirs
 
 from unit_tf import adaptation
 from unit_tf.config import resolve_config
-from unit_tf.data.pipeline import DomainData, unpaired_batches
+from unit_tf.data.pipeline import DomainData, eval_batches, unpaired_batches
 from unit_tf.errors import UserError
 from unit_tf.model import build_model
 
@@ -140,9 +140,49 @@ def test_repeated_evaluation_reuses_one_traced_predictor():
     rng = np.random.default_rng(0)
     data = DomainData("usps", rng.integers(0, 255, (12, 32, 32, 1), dtype=np.uint8), rng.integers(0, 10, 12))
     first = adaptation.accuracy(model, data, "b")
-    predictor = adaptation._predictor(model, "b")
+    predictor = adaptation._predictor(model, "b", model.test_time_jitter("b"))
     assert adaptation.accuracy(model, data, "b") == first
-    assert adaptation._predictor(model, "b") is predictor and predictor.experimental_get_tracing_count() == 1
+    assert adaptation._predictor(model, "b", model.test_time_jitter("b")) is predictor
+    assert predictor.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_colour_variants_are_what_colour_jitter_draws(channels):
+    """The test-time average runs over exactly the images colour_jitter can produce, each once, x first."""
+    from unit_tf.layers import colour_jitter, colour_variants
+
+    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (4, 5, 5, channels)), tf.float32)
+    variants = [v.numpy() for v in colour_variants(x)]
+    assert len(variants) == (48 if channels == 3 else 2)
+    np.testing.assert_array_equal(variants[0], x.numpy())
+    assert len({v.tobytes() for v in variants}) == len(variants)
+    for seed in range(20):
+        drawn = colour_jitter(x, tf.constant([seed, 1])).numpy()
+        for i in range(4):  # each jittered image is one of the variants of its original
+            assert any(np.array_equal(drawn[i], v[i]) for v in variants)
+
+
+def test_target_prediction_averages_over_colour_variants():
+    """With model.test_time_jitter (the digits_da* presets) D_b's prediction is the mean softmax over the
+    colour variants; D_a's and, without the flag, D_b's stay the plain classifier."""
+    from unit_tf.layers import colour_variants
+
+    config = da_config("mnist_mnistm")
+    assert config.model.test_time_jitter
+    model = build_model(config)
+    x = batch(config)["x_b"]
+    expected = np.mean([tf.nn.softmax(model.classify(v, "b")).numpy() for v in colour_variants(x)], axis=0)
+    np.testing.assert_allclose(model.class_probabilities(x, "b", model.test_time_jitter("b")), expected,
+                               rtol=1e-5, atol=1e-6)
+    assert not model.test_time_jitter("a")
+    images = np.random.default_rng(1).integers(0, 255, (40, 32, 32, 3), dtype=np.uint8)
+    plain = adaptation.predict_classes(model, images, "b", test_time_jitter=False)
+    averaged = adaptation.predict_classes(model, images, "b")
+    np.testing.assert_array_equal(averaged, np.argmax(np.concatenate(
+        [model.class_probabilities(x, "b", True).numpy() for x in eval_batches(images, 500)]), -1))
+    np.testing.assert_array_equal(plain, np.argmax(np.concatenate(
+        [model.classify(x, "b").numpy() for x in eval_batches(images, 500)]), -1))
+    assert not build_model(da_config("mnist_mnistm", **{"model.test_time_jitter": False})).test_time_jitter("b")
 
 
 def test_training_batches_carry_source_labels_only():
@@ -182,7 +222,8 @@ def test_target_labels_do_not_change_training(tmp_path):
     assert [r["source_accuracy"] for r in logged[0]] == [r["source_accuracy"] for r in logged[1]]
     # The scrambled run's test labels are the final model's own predictions: it logs 100 % if it read them.
     assert expected[1] == 1.0 and expected[0] < 1.0
-    assert [rows[-1]["target_accuracy"] for rows in logged] == pytest.approx(expected, abs=1e-5)
+    # The final row carries the model's own (colour-averaged) prediction's accuracy beside the plain one.
+    assert [rows[-1]["target_accuracy_jitter_mean"] for rows in logged] == pytest.approx(expected, abs=1e-5)
 
 
 def test_warm_up_progress_says_how_long_and_then_reports_every_n_steps(monkeypatch, capsys):
@@ -306,9 +347,12 @@ def test_export_has_classifier_signatures(tmp_path):
     loaded = tf.saved_model.load(str(target))
     x = (batch(config)["x_b"] + 1) / 2
     out = loaded.signatures["classify_b"](images=x)
-    expected = tf.nn.softmax(model.classify(x * 2 - 1, "b"))
+    expected = model.class_probabilities(x * 2 - 1, "b", test_time_jitter=True)  # the preset's prediction
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
     np.testing.assert_array_equal(out["classes"], np.argmax(expected, -1))
+    x_a = (batch(config)["x_a"] + 1) / 2
+    np.testing.assert_allclose(loaded.signatures["classify_a"](images=x_a)["probabilities"],
+                               tf.nn.softmax(model.classify(x_a * 2 - 1, "a")), atol=1e-5)
     assert {"classify_a", "classify_b", "a_to_b"} <= set(loaded.signatures)
 
 

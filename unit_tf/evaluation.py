@@ -140,8 +140,13 @@ def adaptation_report(model: UNIT, run: RunDir, a: DomainData, b: DomainData, sp
     result: dict[str, Any] = {"class_names": names, "source_accuracy": float(np.mean(source_pred == a.labels)),
                               "source_accuracy_per_class": adaptation.per_class_accuracy(a.labels, source_pred, names)}
     if b.labels is not None:
-        target_pred = adaptation.predict_classes(model, b.images, "b")
+        target_pred = adaptation.predict_classes(model, b.images, "b")  # the model's prediction, as exported
         result["target_accuracy"] = float(np.mean(target_pred == b.labels))
+        if model.unit_config.loss.translated_jitter:  # D_b learnt from colour variants: both predictions
+            own = model.test_time_jitter("b")
+            for name, averaged in (("plain", False), ("jitter_mean", True)):
+                result[f"target_accuracy_{name}"] = (result["target_accuracy"] if averaged == own
+                                                     else adaptation.accuracy(model, b, "b", test_time_jitter=averaged))
         result["target_accuracy_per_class"] = adaptation.per_class_accuracy(b.labels, target_pred, names)
         matrix = adaptation.confusion_matrix(b.labels, target_pred, len(names))
         title = f"{a.name} -> {b.name}: target ({b.name}) {split}, step {step}"

@@ -112,9 +112,9 @@ def _classify_fn(model: UNIT, domain: str) -> Callable[[tf.Tensor], dict[str, tf
     names = class_names(model.unit_config)
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = tf.cast(model.classify(images * 2.0 - 1.0, domain, training=False), tf.float32)
-        classes = tf.argmax(logits, -1, output_type=tf.int32)
-        return {"probabilities": tf.nn.softmax(logits), "classes": classes,
+        probabilities = model.class_probabilities(images * 2.0 - 1.0, domain, model.test_time_jitter(domain))
+        classes = tf.argmax(probabilities, -1, output_type=tf.int32)
+        return {"probabilities": probabilities, "classes": classes,
                 "names": tf.gather(tf.constant(names), classes)}
 
     serve.__doc__ = f"Class (index and name) of domain-{domain} images float32 [batch, H, W, C] in [0, 1]."

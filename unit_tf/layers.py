@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import keras
@@ -60,6 +61,19 @@ def colour_jitter(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         order = tf.gather(tf.constant(_CHANNEL_ORDERS), tf.cast(draws[:, -1] * len(_CHANNEL_ORDERS), tf.int32))
         x = tf.gather(x, order, axis=3, batch_dims=1)
     return x * tf.cast(tf.reshape(sign, [-1, 1, 1, channels]), x.dtype)
+
+
+def colour_variants(x: tf.Tensor) -> list[tf.Tensor]:
+    """Every image `colour_jitter` can draw from [N, H, W, C] `x`, x itself first: each pattern of inverted
+    channels and, with 3 channels, each channel order (2 variants of a gray image, 48 of a colour one)."""
+    channels = x.shape[-1]
+    orders = _CHANNEL_ORDERS if channels == 3 else (tuple(range(channels)),)
+    variants = []
+    for order in orders:
+        reordered = x if order == tuple(range(channels)) else tf.gather(x, list(order), axis=3)
+        for signs in itertools.product((1.0, -1.0), repeat=channels):
+            variants.append(reordered if min(signs) > 0 else reordered * tf.constant(signs, x.dtype))
+    return variants
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

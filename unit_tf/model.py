@@ -19,7 +19,7 @@ from unit_tf.config import PRECISIONS, UNITConfig
 from unit_tf.discriminators import CoupledDiscriminator, Discriminated
 from unit_tf.distribute import MultiWorkerFit, fit_outputs
 from unit_tf.hardware import resolve_precision
-from unit_tf.layers import PACKAGE, CoordinateChannels, colour_jitter, replica_seed
+from unit_tf.layers import PACKAGE, CoordinateChannels, colour_jitter, colour_variants, replica_seed
 from unit_tf.networks import build_classifier_head, build_networks
 from unit_tf.optimizers import make_optimizer
 
@@ -134,6 +134,19 @@ class UNIT(MultiWorkerFit, keras.Model):
     def classify(self, x: tf.Tensor, domain: str, training: bool = False) -> tf.Tensor:
         """Class logits [N, num_classes] of the classifier head on D_domain's trunk."""
         return self.discriminators.classify(self.discriminators.trunk(x, domain, training), training)
+
+    def class_probabilities(self, x: tf.Tensor, domain: str, test_time_jitter: bool = False) -> tf.Tensor:
+        """Class probabilities [N, num_classes] (float32, inference); with `test_time_jitter` the mean softmax
+        over every colour variant of the images (`layers.colour_variants`: what loss.translated_jitter trains
+        D_b's classifier on)."""
+        variants = colour_variants(x) if test_time_jitter else [x]
+        probabilities = [tf.nn.softmax(tf.cast(self.classify(v, domain), tf.float32)) for v in variants]
+        return tf.add_n(probabilities) / float(len(probabilities))
+
+    def test_time_jitter(self, domain: str) -> bool:
+        """Whether the model's prediction for `domain` averages over colour variants: D_b's with
+        model.test_time_jitter (D_b's classifier is the one trained on jittered images)."""
+        return domain == "b" and self.unit_config.model.test_time_jitter
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         mean_a, mean_b = self.encode_pair(inputs["x_a"], inputs["x_b"], training)
