@@ -281,6 +281,9 @@ def test_evaluate_and_benchmark_end_to_end(tmp_path):
     # The benchmark reports the final model, the one evaluate.py restores (16 test images: exact to 4 places).
     assert result["steps"] == report["step"]
     assert result["unit_accuracy"] == round(report["target_accuracy"], 4)
+    # The preset's prediction is the colour average; both rules are reported, each as evaluate.py measures it.
+    assert result["unit_accuracy"] == round(report["target_accuracy_jitter_mean"], 4)
+    assert result["unit_accuracy_plain"] == round(report["target_accuracy_plain"], 4)
     assert result["unit_source_accuracy"] == round(report["source_accuracy"], 4)
     assert result["source_only_accuracy"] == round(report["source_only_target_accuracy"], 4)
     eval_dir = tmp_path / "run" / "eval"
@@ -302,10 +305,12 @@ def test_benchmark_runs_each_seed_in_its_own_directory(tmp_path):
         run_dir = tmp_path / "runs" / f"seed_{line['seed']}"
         assert line["run_dir"] == str(run_dir) and line["steps"] >= 1
         assert json.loads((run_dir / "config.json").read_text())["train"]["seed"] == line["seed"]
-        assert adaptation.read_accuracy_csv(run_dir / "accuracy.csv")[-1]["target_accuracy"] == pytest.approx(
-            line["unit_accuracy"], abs=1e-4)
+        final = adaptation.read_accuracy_csv(run_dir / "accuracy.csv")[-1]
+        assert final["target_accuracy_jitter_mean"] == pytest.approx(line["unit_accuracy"], abs=1e-4)
+        assert final["target_accuracy"] == pytest.approx(line["unit_accuracy_plain"], abs=1e-4)
         assert line["source_only_whole_budget_steps"] >= 1
         assert 0.0 <= line["source_only_whole_budget_accuracy"] <= 1.0
+        assert 0.0 <= line["source_only_whole_budget_accuracy_jitter_mean"] <= 1.0
     assert summary["summary"] == "seeds" and summary["seeds"] == [3, 5]
     units = [line["unit_accuracy"] for line in per_seed]
     assert summary["unit_accuracy"]["min"] == min(units) and summary["unit_accuracy"]["max"] == max(units)
@@ -408,3 +413,26 @@ def test_an_export_measures_as_its_run(tmp_path):
         assert shipped[key] == run[key], key
     for key in ("recon_l1_a", "recon_l1_b", "cycle_l1_a", "cycle_l1_b"):
         assert shipped[key] == pytest.approx(run[key], abs=1e-5), key
+
+
+def test_final_evaluation_adds_the_colour_averaged_accuracy_to_its_row(tmp_path):
+    """accuracy.csv: plain rows while training; the final evaluation of an already logged step replaces that row
+    with one that also holds the model's own (colour-averaged) accuracy; an older 3-column file gains the column."""
+    import csv
+
+    model = build_model(da_config("mnist_mnistm"))
+    rng = np.random.default_rng(0)
+    test_a = DomainData("mnist", rng.integers(0, 255, (8, 32, 32, 1), dtype=np.uint8), np.arange(8) % 10)
+    test_b = DomainData("mnist_m", rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), np.arange(8) % 10)
+    path = tmp_path / "accuracy.csv"
+    path.write_text("step,source_accuracy,target_accuracy\n2,0.5,0.25\n")  # a run logged before the column
+    logger = adaptation.AccuracyLogger(path, tf.summary.create_noop_writer(), 4, test_a, test_b)
+    logger.set_model(model)
+    plain = logger.log(4)
+    final = logger.log(4, final=True)
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == list(adaptation.ACCURACY_COLUMNS) and [r[0] for r in rows[1:]] == ["2", "4"]
+    assert final["target_accuracy"] == plain["target_accuracy"] and "target_accuracy_jitter_mean" not in plain
+    assert float(rows[2][3]) == pytest.approx(adaptation.accuracy(model, test_b, "b", test_time_jitter=True), abs=1e-5)
+    assert adaptation.read_accuracy_csv(path)[0] == {"step": 2.0, "source_accuracy": 0.5, "target_accuracy": 0.25}
