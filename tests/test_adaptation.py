@@ -436,3 +436,34 @@ def test_final_evaluation_adds_the_colour_averaged_accuracy_to_its_row(tmp_path)
     assert final["target_accuracy"] == plain["target_accuracy"] and "target_accuracy_jitter_mean" not in plain
     assert float(rows[2][3]) == pytest.approx(adaptation.accuracy(model, test_b, "b", test_time_jitter=True), abs=1e-5)
     assert adaptation.read_accuracy_csv(path)[0] == {"step": 2.0, "source_accuracy": 0.5, "target_accuracy": 0.25}
+
+
+def test_consistency_loss_counts_confident_reference_predictions_only():
+    from unit_tf import losses
+
+    reference = tf.constant([[10.0, 0.0, 0.0], [0.0, 0.1, 0.0]])  # sure of class 0; unsure
+    logits = tf.constant([[0.0, 2.0, 0.0], [5.0, 0.0, 0.0]])
+    expected = float(tf.nn.sparse_softmax_cross_entropy_with_logits([0], logits[:1])[0]) / 2  # mean over the batch
+    assert float(losses.consistency_loss(reference, logits, 0.95)) == pytest.approx(expected, rel=1e-6)
+    assert float(losses.consistency_loss(reference, logits, 1.01)) == 0.0
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([reference, logits])
+        loss = losses.consistency_loss(reference, logits, 0.0)
+    assert tape.gradient(loss, reference) is None and tape.gradient(loss, logits) is not None
+
+
+def test_target_consistency_trains_the_discriminators_only():
+    """The term reads unlabelled target images through D_b (a jittered copy against the image's own confident
+    prediction): it enters the D update and no E/G weight."""
+    config = da_config("mnist_mnistm", **{"loss.target_consistency": 10.0, "loss.consistency_threshold": 0.0})
+    model = build_model(config)
+    data = batch(config)
+    model.train_step(data)  # builds every variable
+    with tf.GradientTape() as tape:
+        s = model._forward(data["x_a"], data["x_b"])  # on the tape: a path through E/G would show
+        d_a, d_b = model.discriminators.pass_rows({"real": data["x_a"]}, {"real": data["x_b"]}, training=True)
+        term = model._adaptation_terms(data["y_a"], s, d_a, d_b)["target_consistency"]
+    assert float(term) > 0
+    grads = tape.gradient(term, model.d_variables + model.g_variables)
+    d_grads, g_grads = grads[:len(model.d_variables)], grads[len(model.d_variables):]
+    assert any(g is not None for g in d_grads) and all(g is None for g in g_grads)

@@ -119,6 +119,11 @@ class LossConfig:
     # al. 2020): the mean entropy of each image's prediction minus the entropy of the batch's mean prediction, so
     # predictions grow confident without collapsing onto a few classes. 0: no term.
     target_entropy: float = 0.0
+    # D update: D_b's classifier reads a colour-jittered copy of each unlabelled target image as its prediction on
+    # the image itself where that prediction is confident (max probability >= consistency_threshold; FixMatch's
+    # pseudo-labels, Sohn et al. 2020). 0: no term.
+    target_consistency: float = 0.0
+    consistency_threshold: float = 0.95
     # classifier_translated grows linearly from 0 to its weight over this many steps: early translations are
     # noise, and learning labels on them would undo D_b's source-only initialization (semantic starts at once:
     # that initialization is what keeps early translations from collapsing to one digit).

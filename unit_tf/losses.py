@@ -54,6 +54,7 @@ TERMS = (
     Term("feature", lambda loss: loss.feature > 0),
     Term("semantic", lambda loss: loss.semantic > 0),
     Term("target_entropy", lambda loss: loss.target_entropy > 0),
+    Term("target_consistency", lambda loss: loss.target_consistency > 0),
     Term("source_batch_accuracy", lambda loss: loss.classifier > 0),
     Term("d_loss", _always),
     Term("g_loss", _always),
@@ -120,6 +121,15 @@ def classifier_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Softmax cross-entropy of the digit classifier, mean over the batch."""
     logits = _class_rows(logits)
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(labels, tf.int32), logits))
+
+
+def consistency_loss(reference: tf.Tensor, logits: tf.Tensor, threshold: float) -> tf.Tensor:
+    """Cross-entropy of `logits` against the class `reference` (no gradient) predicts, counted only where that
+    prediction's probability reaches `threshold`; mean over the whole batch (FixMatch's unlabelled loss)."""
+    probabilities = tf.nn.softmax(tf.stop_gradient(_class_rows(reference)))
+    labels = tf.argmax(probabilities, -1, output_type=tf.int32)
+    mask = tf.cast(tf.reduce_max(probabilities, -1) >= threshold, tf.float32)
+    return tf.reduce_mean(mask * tf.nn.sparse_softmax_cross_entropy_with_logits(labels, _class_rows(logits)))
 
 
 def information_loss(logits: tf.Tensor) -> tf.Tensor:

@@ -360,9 +360,16 @@ class UNIT(MultiWorkerFit, keras.Model):
             else:
                 logits = dis.classify(d_b.features("translated"), training=True)
             terms["classifier_translated"] = losses.classifier_loss(y_a, logits)
+        target_logits = None
+        if self._reports("target_entropy") or self._reports("target_consistency"):
+            target_logits = dis.classify(d_b.features("real"), training=True)
         if self._reports("target_entropy"):
             # Unlabelled target images through D_b's classifier: confident, class-balanced predictions.
-            terms["target_entropy"] = losses.information_loss(dis.classify(d_b.features("real"), training=True))
+            terms["target_entropy"] = losses.information_loss(target_logits)
+        if self._reports("target_consistency"):
+            x_b = colour_jitter(s.x_b, replica_seed(self.seed_generator))
+            terms["target_consistency"] = losses.consistency_loss(
+                target_logits, self.classify(x_b, "b", training=True), w.consistency_threshold)
         if self._reports("feature"):
             # D_b(x_ab) ~ D_a(x_aa) and D_a(x_ba) ~ D_b(x_bb) — same latent code, other domain — on the highest
             # D features: from the D update's pass (with dropout), or without dropout from a second,
@@ -390,6 +397,8 @@ class UNIT(MultiWorkerFit, keras.Model):
             total += w.feature * terms["feature"]
         if "target_entropy" in terms:
             total += w.target_entropy * terms["target_entropy"]
+        if "target_consistency" in terms:
+            total += w.target_consistency * terms["target_consistency"]
         return total
 
     def _translated_ramp(self) -> tf.Tensor:
