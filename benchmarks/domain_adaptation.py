@@ -178,11 +178,18 @@ def whole_budget_baseline(config: Any, minutes: float) -> dict[str, Any]:
     """The second baseline: the same classifier (fresh, seeded as the run) on labelled source images for the
     whole budget, as benchmarks/source_only.py trains it."""
     curve = source_only_curve(config, minutes)
-    result = {"source_only_whole_budget_steps": curve[-1]["step"],
-              "source_only_whole_budget_accuracy": curve[-1]["target_accuracy"]}
-    if "target_accuracy_jitter_mean" in curve[-1]:
-        result["source_only_whole_budget_accuracy_jitter_mean"] = curve[-1]["target_accuracy_jitter_mean"]
-    return result
+    return {"source_only_whole_budget_steps": curve[-1]["step"],
+            **final_target_accuracies(curve, "source_only_whole_budget_accuracy")}
+
+
+def final_target_accuracies(curve: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """A source-only curve's last target accuracy as `key`, and its colour-averaged reading as `key`_jitter_mean
+    where the curve recorded one."""
+    final = curve[-1]
+    values = {key: final["target_accuracy"]}
+    if "target_accuracy_jitter_mean" in final:
+        values[f"{key}_jitter_mean"] = final["target_accuracy_jitter_mean"]
+    return values
 
 
 def source_only_curve(config: Any, minutes: float, eval_every: int = 1000) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from domain_adaptation import (  # noqa: E402
     benchmark_config,
     data_name,
     data_set,
+    final_target_accuracies,
     source_only_curve,
 )
 
@@ -56,11 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     config = benchmark_config(args, dataset, data_flags, args.seed, precision)
     points = source_only_curve(config, args.minutes, args.eval_every)
     final = points[-1]
-    averaged = ({"source_only_accuracy_jitter_mean": final["target_accuracy_jitter_mean"]}
-                if "target_accuracy_jitter_mean" in final else {})
     print(json.dumps({"pair": data_name(config), "preset": args.preset, "minutes": args.minutes,
                       "steps": final["step"], "source_accuracy": final["source_accuracy"],
-                      "source_only_accuracy": final["target_accuracy"], **averaged, "curve": points,
+                      **final_target_accuracies(points, "source_only_accuracy"), "curve": points,
                       "precision": precision, "hardware": desc}), flush=True)
     return 0
 

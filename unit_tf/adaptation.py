@@ -206,17 +206,12 @@ def train_source_only_for(unit: UNIT, train_a: DomainData, test_a: DomainData, t
     return curve
 
 
-def evaluate_accuracies(unit: UNIT, test_a: DomainData, test_b: DomainData,
-                        final: bool = False) -> dict[str, float]:
+def evaluate_accuracies(unit: UNIT, test_a: DomainData, test_b: DomainData) -> dict[str, float]:
     """Source test accuracy through D_a, target test accuracy through D_b (when the target test images have
-    labels: dataset "da" without labelled target images has none), both without the colour average; `final`
-    adds the target accuracy of the model's own prediction where that is the colour average
-    (`target_accuracy_jitter_mean`: 2 or 48 passes per image, too slow to log every few hundred steps)."""
+    labels: dataset "da" without labelled target images has none), both in one pass (no colour average)."""
     values = {"source_accuracy": accuracy(unit, test_a, "a", test_time_jitter=False)}
     if test_b.labels is not None:
         values["target_accuracy"] = accuracy(unit, test_b, "b", test_time_jitter=False)
-        if final and unit.test_time_jitter("b"):
-            values["target_accuracy_jitter_mean"] = accuracy(unit, test_b, "b", test_time_jitter=True)
     return values
 
 
@@ -233,7 +228,7 @@ ACCURACY_COLUMNS = ("step", "source_accuracy", "target_accuracy", "target_accura
 
 class AccuracyLogger(keras.callbacks.Callback):
     """Every `every` steps and at the end: classifier accuracy on both TEST splits -> accuracy.csv, TensorBoard.
-    The final row adds the model's own (colour-averaged) target accuracy where it differs (`evaluate_accuracies`).
+    The final row adds the model's own (colour-averaged) target accuracy where it differs (`log`).
 
     For monitoring and plots only; nothing reads these numbers back to choose a checkpoint.
     """
@@ -246,12 +241,19 @@ class AccuracyLogger(keras.callbacks.Callback):
         self.every = every
         self.test_a, self.test_b = test_a, test_b
         self.last_logged = -1
+        self.last_values: dict[str, float] = {}
 
     def log(self, step: int, final: bool = False) -> dict[str, float]:
-        values = evaluate_accuracies(self.model, self.test_a, self.test_b, final)
+        """One row of one-pass accuracies; `final` adds the model's own colour-averaged target accuracy where that
+        is its prediction (2 or 48 passes per image: too slow for every few hundred steps). A step already logged
+        keeps its values and its row gains the column."""
+        again = step == self.last_logged
+        values = dict(self.last_values) if again else evaluate_accuracies(self.model, self.test_a, self.test_b)
+        if final and self._averaged():
+            values["target_accuracy_jitter_mean"] = accuracy(self.model, self.test_b, "b", test_time_jitter=True)
         lines = self.csv_path.read_text().splitlines() if self.csv_path.is_file() else []
-        if step == self.last_logged and lines:
-            lines.pop()  # the final evaluation of a step already logged replaces its row
+        if again and lines:
+            lines.pop()  # replaced by the row with the final column
         row = [str(step), *(f"{values[k]:.5f}" if k in values else "" for k in ACCURACY_COLUMNS[1:])]
         lines = [",".join(ACCURACY_COLUMNS), *lines[1:]]  # (a resumed older run's header gains the new column)
         self.csv_path.write_text("\n".join([*lines, ",".join(row)]) + "\n")
@@ -262,16 +264,19 @@ class AccuracyLogger(keras.callbacks.Callback):
         if "target_accuracy_jitter_mean" in values:
             target += f" ({values['target_accuracy_jitter_mean']:.4f} averaged over colour variants)"
         print(f"step {step}: source accuracy {values['source_accuracy']:.4f}, target accuracy {target}", flush=True)
-        self.last_logged = step
+        self.last_logged, self.last_values = step, values
         return values
+
+    def _averaged(self) -> bool:
+        """Whether the model's target prediction is the colour average, measurable on labelled target images."""
+        return self.model.test_time_jitter("b") and self.test_b.labels is not None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.every and self.model.step % self.every == 0:
             self.log(self.model.step)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        averaged = self.model.test_time_jitter("b") and self.test_b.labels is not None
-        if self.model.step != self.last_logged or averaged:
+        if self.model.step != self.last_logged or self._averaged():
             self.log(self.model.step, final=True)
 
 
