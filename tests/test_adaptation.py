@@ -61,13 +61,14 @@ def test_da_train_step_reports_finite_terms(losses):
     official = {"loss.gan": 1.0, "loss.kl": 1e-4, "loss.kl_reduction": "sum", "loss.recon": 1e-3,
                 "loss.recon_distance": "sse", "loss.cycle_kl": 0.0, "loss.cycle_recon": 0.0,
                 "loss.gan_recon_stream": True, "loss.classifier_translated": 1.0, "loss.translated_jitter": False}
-    # The preset's target-entropy term in both; its jittered translations in one, D's own pass in the other.
+    # The preset's target-entropy and target-consistency terms in both; its jittered translations in one, D's own
+    # pass in the other.
     config = da_config(**(official if losses == "official" else {"train.precision": "bfloat16"}))
     model = build_model(config)
     out = model.train_step(batch(config))
     assert set(out) == set(model.metric_names)
     assert {"classifier", "feature", "source_batch_accuracy"} <= set(out)
-    assert "target_entropy" in out
+    assert {"target_entropy", "target_consistency"} <= set(out)
     assert ("recon_sse" if losses == "official" else "recon_l1") in out
     assert not any(name.startswith("cycle") for name in out)  # DA presets: cycle weights 0, not computed
     assert all(np.isfinite(float(v)) for v in out.values())
