@@ -1,6 +1,7 @@
 """Our train step's convolutions and matmuls, op by op, against the same shapes in PyTorch (oneDNN).
 
     python benchmarks/peer_ops.py                        # digits_official, float32, 2 threads
+    python benchmarks/peer_ops.py --precision bf16       # the bfloat16 step's ops (torch: bfloat16 tensors)
     python benchmarks/peer_ops.py --preset digits_da_small --dataset mnist_usps --top 10
 
 Lists every convolution and matmul the compiled train step executes (benchmarks/throughput.py's live ops),
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None) -> Any:
     parser = ArgumentParser(prog="benchmarks/peer_ops.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="svhn_mnist", help="data set whose shapes the inputs take")
     parser.add_argument("--preset", default="digits_official")
-    parser.add_argument("--precision", choices=("off",), default="off", help="off: float32 (the only one so far)")
+    parser.add_argument("--precision", choices=("off", "bf16"), default="off",
+                        help="off: float32; bf16: the ops of the bfloat16 step, in bfloat16 on both sides")
     parser.add_argument("--threads", type=positive_int, default=2, help="intra-op threads on both sides")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs per op (the best is kept)")
     parser.add_argument("--top", type=positive_int, default=25, help="groups listed (all count in the totals)")
@@ -52,15 +54,15 @@ def parse_args(argv: list[str] | None) -> Any:
     return parser.parse_args(argv)
 
 
-def step_ops(dataset: str, preset: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
-    """The convolutions and matmuls of the compiled float32 train step, grouped: type, input and output shapes,
-    attributes, count per step, FLOPs of one."""
+def step_ops(dataset: str, preset: str, precision: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """The convolutions and matmuls of the compiled train step in `precision` (float32 | bfloat16), grouped:
+    type, dtype, input and output shapes, attributes, count per step, FLOPs of one."""
     from throughput import live_ops, op_flops, synthetic_train_step
 
     from unit_tf.config import resolve_config
     from unit_tf.distribute import make_strategy
 
-    config = resolve_config(dataset, preset, overrides={**overrides, "train.precision": "float32"})
+    config = resolve_config(dataset, preset, overrides={**overrides, "train.precision": precision})
     step, data = synthetic_train_step(config, make_strategy("auto"), 4 * config.data.batch_size)
     groups: dict[str, dict[str, Any]] = {}
     for op in live_ops(step.get_concrete_function(data.element_spec)):
@@ -76,7 +78,8 @@ def step_ops(dataset: str, preset: str, overrides: dict[str, Any]) -> list[dict[
             shapes[0] = None  # input_sizes: the output's shape
         elif op.type == "Conv2DBackpropFilter":
             shapes[1] = None  # filter_sizes: the output's shape
-        group = {"type": op.type, "inputs": shapes, "output": op.outputs[0].shape.as_list(), **attributes}
+        group = {"type": op.type, "dtype": op.outputs[0].dtype.name, "inputs": shapes,
+                 "output": op.outputs[0].shape.as_list(), **attributes}
         key = json.dumps(group)
         groups.setdefault(key, {**group, "count": 0, "flops": op_flops(op), "example": op.name})
         groups[key]["count"] += 1
@@ -99,7 +102,7 @@ def time_tf(op: dict[str, Any], repeats: int) -> float:
     import tensorflow as tf
 
     shapes = op["inputs"]
-    tensors = [None if s is None else tf.random.normal(s) for s in shapes]
+    tensors = [None if s is None else tf.random.normal(s, dtype=op["dtype"]) for s in shapes]
     conv = {k: op[k] for k in ("strides", "padding", "dilations") if k in op}
     if op["type"] == "Conv2D":
         def run() -> Any:
@@ -142,8 +145,10 @@ def time_torch(op: dict[str, Any], repeats: int, channels_last: bool) -> float:
     def oihw(s: list[int]) -> list[int]:
         return [s[3], s[2], s[0], s[1]]
 
+    dtype = getattr(torch, op["dtype"])
+
     def tensor(shape: list[int]) -> Any:
-        t = torch.randn(shape)
+        t = torch.randn(shape, dtype=dtype)
         return t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
 
     kind, shapes = op["type"], op["inputs"]
@@ -162,7 +167,7 @@ def time_torch(op: dict[str, Any], repeats: int, channels_last: bool) -> float:
         def run() -> Any:
             return torch.nn.grad.conv2d_weight(x, oihw(op["output"]), dy, stride=stride, padding=padding)
     else:
-        a, b = torch.randn(shapes[0]), torch.randn(shapes[1])
+        a, b = torch.randn(shapes[0], dtype=dtype), torch.randn(shapes[1], dtype=dtype)
         ta, tb = (op["transpose_a"], op["transpose_b"]) if kind == "MatMul" else (op["adj_x"], op["adj_y"])
         def run() -> Any:
             return torch.matmul(a.mT if ta else a, b.mT if tb else b)
@@ -241,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     from unit_tf.config import parse_set_flags
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    ops = step_ops(args.dataset, args.preset, parse_set_flags(args.set))
+    from unit_tf.hardware import resolve_precision
+
+    ops = step_ops(args.dataset, args.preset, resolve_precision(args.precision), parse_set_flags(args.set))
     tf_seconds = [time_tf(op, args.repeats) for op in ops]
     result = report(ops, tf_seconds, torch_times(ops, args.repeats, args.threads), args.top)
     print(json.dumps({"preset": args.preset, "dataset": args.dataset, "precision": args.precision,

@@ -25,8 +25,9 @@ def test_step_ops_group_the_steps_convolutions_and_matmuls():
     from unit_tf.config import resolve_config
     from unit_tf.distribute import make_strategy
 
-    ops = step_ops("mnist_usps", "digits_small", TINY)
+    ops = step_ops("mnist_usps", "digits_small", "float32", TINY)
     assert {op["type"] for op in ops} <= set(CONVOLUTIONS + MATMULS)
+    assert {op["dtype"] for op in ops} == {"float32"}
     assert {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul"} <= {op["type"] for op in ops}
     assert len({json.dumps({k: v for k, v in op.items() if k not in ("count", "flops", "example")})
                 for op in ops}) == len(ops)  # one group per distinct op
@@ -36,6 +37,12 @@ def test_step_ops_group_the_steps_convolutions_and_matmuls():
     listed = sum(op["flops"] * op["count"] for op in ops)
     assert 0.95 * total <= listed <= total  # convolutions and matmuls are nearly all of a step's arithmetic
     # (each op running alone with the step's shapes: test_peer_ops_prints_one_json_line times them all)
+
+
+def test_step_ops_of_the_bfloat16_step_are_bfloat16():
+    ops = step_ops("mnist_usps", "digits_small", "bfloat16", TINY)
+    assert {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"} <= {op["type"] for op in ops}
+    assert {op["dtype"] for op in ops if op["type"] in CONVOLUTIONS} == {"bfloat16"}
 
 
 @pytest.mark.parametrize("op, padding", [
