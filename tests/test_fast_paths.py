@@ -106,7 +106,7 @@ def _convolve_calls(model, config, monkeypatch) -> int:
     """How many times a forward pass of every network asks conv_matmul for a matmul form."""
     calls = []
     real = conv_matmul.convolve
-    monkeypatch.setattr(conv_matmul, "convolve", lambda conv, x: calls.append(conv) or real(conv, x))
+    monkeypatch.setattr(conv_matmul, "convolve", lambda conv, x, **kw: calls.append(conv) or real(conv, x, **kw))
     batch = _batch(config, 2)
     model.streams(batch["x_a"], batch["x_b"])
     model.discriminate(batch["x_a"], "a")
@@ -330,6 +330,29 @@ def test_tiny_map_convolutions_as_matmuls_equal_the_convolution(layer, shape, av
                                      layer.trainable_variables)
     for want, got in zip(*results, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_conv_block_adds_a_matmul_forms_bias_after_its_max_pool(dtype):
+    """A block whose conv runs as a matmul and is max-pooled adds the conv's bias after the pool: the same
+    values and gradients (input, kernel, bias) as the block without fast paths."""
+    policy = "mixed_bfloat16" if dtype == "bfloat16" else "float32"
+    blocks = [ConvBlock(6, 5, padding=2, activation="leaky_relu", pool=2, fast_paths=f, dtype=policy)
+              for f in ("auto", "off")]
+    x = tf.random.stateless_normal([3, 4, 4, 5], seed=[5, 6])  # 4x4: the Toeplitz form
+    for block in blocks:
+        block.build(x.shape)
+    blocks[0].conv.kernel.assign(tf.random.stateless_normal(blocks[0].conv.kernel.shape, seed=[7, 8]))
+    blocks[0].conv.bias.assign(tf.random.stateless_normal([6], seed=[9, 10]))
+    blocks[1].set_weights(blocks[0].get_weights())
+    assert conv_matmul._form(blocks[0].conv, 4, 4, tf.float32) == "toeplitz"
+    results = [_outputs_and_gradients([lambda t, b=b: b(tf.cast(t, dtype), training=True)], x,
+                                      b.trainable_variables)[0] for b in blocks]
+    tol = 1e-4 if dtype == "float32" else 0.05
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    unbiased = conv_matmul.convolve(blocks[0].conv, x, bias=False)
+    np.testing.assert_allclose(unbiased + blocks[0].conv.bias, conv_matmul.convolve(blocks[0].conv, x), atol=1e-6)
 
 
 def _check_kernel_gradient_form(layer, shape, dtype, form, native):

@@ -212,8 +212,11 @@ class ConvBlock(keras.layers.Layer):
             x = self.resize(x)
         if self.pad is not None:
             x = self.pad(x)
-        # Tiny maps (fast paths on): the same conv as one matmul.
-        matmul = conv_matmul.convolve(self.conv, x) if self.use_fast_paths else None
+        # Tiny maps (fast paths on): the same conv as one matmul. Its bias is added after the max-pool, if any:
+        # max(x + b) = max(x) + b per channel exactly (rounding is monotonic), on a quarter of the elements.
+        late_bias = self.pooling is not None and self.conv.use_bias
+        matmul = conv_matmul.convolve(self.conv, x, bias=not late_bias) if self.use_fast_paths else None
+        late_bias = late_bias and matmul is not None  # oneDNN's conv adds its bias in the same kernel
         x = self.conv(x) if matmul is None else matmul
         if self.crop is not None:
             x = self.crop(x)
@@ -227,6 +230,8 @@ class ConvBlock(keras.layers.Layer):
         # official conv -> activation -> pool exactly (values and gradients) on a quarter of the elements.
         if self.pooling is not None:
             x = self.pooling(x)
+        if late_bias:
+            x = tf.nn.bias_add(x, tf.cast(self.conv.bias, x.dtype))
         if self.activation == "relu":
             x = tf.nn.relu(x)
         elif self.activation == "leaky_relu":

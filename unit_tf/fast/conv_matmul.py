@@ -63,9 +63,10 @@ MIN_FLIPPED_CHANNELS = 8
 MAX_STRIDED_GRAD_PIXELS = 400
 
 
-def convolve(conv: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor | None:
+def convolve(conv: keras.layers.Layer, x: tf.Tensor, bias: bool = True) -> tf.Tensor | None:
     """conv(x) as one matmul when `conv` (a built Conv2D / Conv2DTranspose) and x's static shape allow it, else
-    None (run the convolution). Only for callers whose `unit_tf.fast.enabled(...)` is true (CPUs)."""
+    None (run the convolution). Only for callers whose `unit_tf.fast.enabled(...)` is true (CPUs). `bias=False`
+    leaves out conv's bias (the caller adds it later, e.g. after a max-pool, on fewer elements)."""
     h, w = x.shape[1], x.shape[2]
     form = None if h is None or w is None else _form(conv, h, w, x.dtype)
     if form is None:
@@ -93,7 +94,7 @@ def convolve(conv: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor | None:
                               tf.reshape(kernel, [-1, conv.filters])), [-1, 1, 1, conv.filters])
     else:
         y = _toeplitz_conv(x, kernel)
-    if conv.use_bias:
+    if conv.use_bias and bias:
         y = tf.nn.bias_add(y, tf.cast(conv.bias, y.dtype))
     return y
 
@@ -188,9 +189,11 @@ def _toeplitz_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
 def _kernel_grad_by_valid_taps(x: tf.Tensor, dy: tf.Tensor, kh: int, kw: int) -> tf.Tensor:
     """Kernel gradient [kh, kw, in, out] of a stride-1 'same' conv (odd kernel) of x whose output gradient is dy:
     per tap one matmul over just the output pixels whose input pixel lies inside the map (no padding zeros:
-    on 4x4 maps a 5x5 kernel's taps reach 196 of the 400 padded pixel pairs)."""
+    on 4x4 maps a 5x5 kernel's taps reach 196 of the 400 padded pixel pairs). x is read channel-major, so each
+    tap's slice is the left operand as stored: TF's MatMul reading a transposed left operand was slower."""
     h, w, c, d = x.shape[1], x.shape[2], x.shape[3], dy.shape[3]
     ph, pw = kh // 2, kw // 2
+    x = tf.transpose(x, [3, 0, 1, 2])  # [c, N, h, w]
     taps = []
     for ti in range(kh):
         for tj in range(kw):
@@ -199,9 +202,8 @@ def _kernel_grad_by_valid_taps(x: tf.Tensor, dy: tf.Tensor, kh: int, kw: int) ->
             if top >= bottom or left >= right:
                 taps.append(tf.zeros([c, d], x.dtype))
                 continue
-            x_tap = x[:, top + ti - ph:bottom + ti - ph, left + tj - pw:right + tj - pw, :]
-            taps.append(tf.matmul(tf.reshape(x_tap, [-1, c]), tf.reshape(dy[:, top:bottom, left:right, :], [-1, d]),
-                                  transpose_a=True))
+            x_tap = x[:, :, top + ti - ph:bottom + ti - ph, left + tj - pw:right + tj - pw]
+            taps.append(tf.matmul(tf.reshape(x_tap, [c, -1]), tf.reshape(dy[:, top:bottom, left:right, :], [-1, d])))
     return tf.reshape(tf.stack(taps), [kh, kw, c, d])
 
 
