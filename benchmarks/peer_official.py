@@ -17,6 +17,10 @@ Prints ONE JSON line: per precision the step times of every pair and their ratio
 train-step graph as benchmarks/throughput.py counts it, every op with a FLOP formula) and the achieved GFLOP/s;
 and the CPU: model, SIMD flags, whether bfloat16 is native. Each precision's result also goes to stderr as soon
 as it is measured.
+
+`--isa avx2` caps both sides at AVX2 + FMA on a CPU with AVX-512 (`ISA_CAPS`: oneDNN, torch's kernels, MKL,
+our forms for CPUs without AVX-512): what the code does on an AVX2 machine, at this CPU's caches, memory and
+clock, which an AVX2 machine may not have. The JSON says `"isa"`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,17 @@ PRECISIONS = ("off", "bf16")
 STEP_SCRIPT = Path(__file__).resolve().parent / "peer_step.py"
 #: CPU flag prefixes that decide how fast the math runs (vector width, FMA, bf16/fp16/AMX support).
 SIMD_FLAG_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx")
+#: `--isa avx2`: the environment that caps both sides at AVX2 + FMA on a CPU that has more (an emulation: the
+#: CPU's caches, memory and clock stay its own). oneDNN in TF and in torch, torch's own kernels, MKL, and our
+#: fast-path forms and precision choice for CPUs without AVX-512 / native bfloat16.
+ISA_CAPS = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                     "MKL_ENABLE_INSTRUCTIONS": "AVX2", "UNIT_AVX512": "0", "UNIT_NATIVE_BF16": "0"}}
+
+
+def cap_isa(isa: str) -> None:
+    """Set `ISA_CAPS[isa]` in this process's environment (before any TF or torch math runs; child processes
+    inherit it); "native" changes nothing."""
+    os.environ.update(ISA_CAPS.get(isa, {}))
 
 
 def parse_args(argv: list[str] | None) -> Any:
@@ -52,6 +67,8 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--pairs", type=positive_int, default=3, help="timed pairs (one step per side) per precision")
     parser.add_argument("--threads", type=positive_int, default=2, help="intra-op threads of each side")
     parser.add_argument("--warmup", type=positive_int, default=2, help="untimed steps per side first")
+    parser.add_argument("--isa", choices=("native", *ISA_CAPS), default="native",
+                        help="avx2: cap both sides at AVX2 (emulates a CPU without AVX-512 on one that has it)")
     args = parser.parse_args(argv)
     args.precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     if not args.precisions or any(p not in PRECISIONS for p in args.precisions):
@@ -160,12 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("torch is not installed: the official side needs it (pip install torch; it is this "
                         "benchmark's optional dependency, not unit-tf's)")
     quiet_tensorflow()
+    cap_isa(args.isa)
     runs = []
     for precision in args.precisions:
         runs.append(measure(repo, precision, args))
         print(f"peer_official: {precision} done: {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
     print(json.dumps({"runs": runs, "threads": args.threads, "official_commit": checkout_commit(repo),
-                      **cpu_summary()}), flush=True)
+                      "isa": args.isa, **cpu_summary()}), flush=True)
     return 0
 
 

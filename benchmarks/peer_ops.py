@@ -31,6 +31,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from peer_official import ISA_CAPS, cap_isa, cpu_summary  # noqa: E402
+
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
 
@@ -49,6 +51,8 @@ def parse_args(argv: list[str] | None) -> Any:
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs per op (the best is kept)")
     parser.add_argument("--top", type=positive_int, default=25, help="groups listed (all count in the totals)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--isa", choices=("native", *ISA_CAPS), default="native",
+                        help="avx2: cap both sides at AVX2 (benchmarks/peer_official.py's ISA_CAPS)")
     # internal: the child process that times the ops in torch (the op list as JSON on stdin)
     parser.add_argument("--torch-side", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -240,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.torch_side:
         return torch_side(args.repeats, args.threads)
     quiet_tensorflow()
+    cap_isa(args.isa)  # before TF's first op: oneDNN reads its cap then
     import tensorflow as tf
-    from peer_official import cpu_summary
 
     from unit_tf.config import parse_set_flags
 
@@ -252,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     tf_seconds = [time_tf(op, args.repeats) for op in ops]
     result = report(ops, tf_seconds, torch_times(ops, args.repeats, args.threads), args.top)
     print(json.dumps({"preset": args.preset, "dataset": args.dataset, "precision": args.precision,
-                      "threads": args.threads, "tensorflow": tf.__version__, **result, **cpu_summary()}),
-          flush=True)
+                      "isa": args.isa, "threads": args.threads, "tensorflow": tf.__version__, **result,
+                      **cpu_summary()}), flush=True)
     return 0
 
 

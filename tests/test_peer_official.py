@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import os
+import subprocess
 import sys
 import types
 
@@ -17,7 +18,7 @@ from helpers import ROOT, run_script
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from official_shims import REQUIRED, check_official_repo, patch_numpy, patch_tensor, stub_module  # noqa: E402
-from peer_official import run_pairs, summarize  # noqa: E402
+from peer_official import ISA_CAPS, cap_isa, run_pairs, summarize  # noqa: E402
 from peer_step import serve  # noqa: E402
 
 from unit_tf.errors import UserError  # noqa: E402
@@ -191,3 +192,25 @@ def test_a_side_that_dies_is_one_error_line(tmp_path, monkeypatch, ending, messa
     monkeypatch.setattr(peer_official, "STEP_SCRIPT", script)
     with pytest.raises(UserError, match=f"the official side's process .benchmarks/peer_step.py. {message}"):
         peer_official.Side("official", [], threads=1)
+
+
+@pytest.mark.skipif("avx2" not in open("/proc/cpuinfo").read(), reason="needs an x86 CPU with AVX2")
+def test_isa_avx2_caps_onednn_and_our_cpu_decisions_in_child_processes(monkeypatch):
+    """--isa avx2: a child process (as each side is) runs oneDNN at AVX2 and takes our forms and precision for
+    CPUs without AVX-512 / native bfloat16, whatever this CPU has."""
+    for name in ISA_CAPS["avx2"]:
+        monkeypatch.setenv(name, "unset by the test")  # restored after the test; cap_isa overwrites them
+    cap_isa("avx2")
+    code = ("import tensorflow as tf; from unit_tf import hardware; "
+            "tf.nn.conv2d(tf.ones([1, 8, 8, 4]), tf.ones([3, 3, 4, 4]), 1, 'SAME'); "
+            "print('decisions', hardware.avx512(), hardware.native_bf16())")
+    env = dict(os.environ, ONEDNN_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "isa:Intel AVX2\n" in done.stdout + done.stderr  # oneDNN's start-up line: the ISA it dispatches to
+    assert "decisions False False" in done.stdout
+
+
+def test_isa_takes_native_and_the_caps_only(tmp_path):
+    result = run_script("benchmarks/peer_official.py", "--official-repo", fake_checkout(tmp_path), "--isa", "avx512")
+    assert result.returncode == 2 and "--isa" in result.stderr and "avx512" in result.stderr
