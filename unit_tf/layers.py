@@ -213,7 +213,7 @@ class ConvBlock(keras.layers.Layer):
         if self.pad is not None:
             x = self.pad(x)
         # Tiny maps (fast paths on): the same conv as one matmul. Its bias is added after the max-pool, if any:
-        # max(x + b) = max(x) + b per channel exactly (rounding is monotonic), on a quarter of the elements.
+        # max(x + b) = max(x) + b per channel exactly (rounding is monotonic), on pool^2 times fewer elements.
         late_bias = self.pooling is not None and self.conv.use_bias
         matmul = conv_matmul.convolve(self.conv, x, bias=not late_bias) if self.use_fast_paths else None
         late_bias = late_bias and matmul is not None  # oneDNN's conv adds its bias in the same kernel
