@@ -138,8 +138,9 @@ def test_pairs_alternate_which_side_goes_first_and_the_json_adds_up():
     run = summarize("off", pairs, {"flops_per_step": 1.58e12, "library": "torch x"},
                     {"flops_per_step": 0.97e12, "library": "tensorflow y"})
     assert run["ratio_official_over_ours"] == 1.375  # the median of the pair ratios, not of the medians (22 / 16)
-    assert run["official"] == {"step_s_median": 22.0, "flops_per_step": 1580000000000, "achieved_gflops": 71.8,
-                               "library": "torch x"}
+    assert run["ratio_official_fastest_over_ours_median"] == 1.25  # 20 / 16
+    assert run["official"] == {"step_s_median": 22.0, "step_s_fastest": 20.0, "flops_per_step": 1580000000000,
+                               "achieved_gflops": 71.8, "library": "torch x"}
     assert run["ours"]["step_s_median"] == 16.0 and run["ours"]["achieved_gflops"] == 60.6
     json.dumps(run)
 
