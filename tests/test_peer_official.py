@@ -21,6 +21,7 @@ from official_shims import REQUIRED, check_official_repo, patch_numpy, patch_ten
 from peer_official import ISA_CAPS, cap_isa, run_pairs, summarize  # noqa: E402
 from peer_step import serve  # noqa: E402
 
+from unit_tf import hardware  # noqa: E402
 from unit_tf.errors import UserError  # noqa: E402
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -195,7 +196,7 @@ def test_a_side_that_dies_is_one_error_line(tmp_path, monkeypatch, ending, messa
         peer_official.Side("official", [], threads=1)
 
 
-@pytest.mark.skipif("avx2" not in open("/proc/cpuinfo").read(), reason="needs an x86 CPU with AVX2")
+@pytest.mark.skipif("avx2" not in hardware.cpu_flags(), reason="needs an x86 CPU with AVX2")
 def test_isa_avx2_caps_onednn_and_our_cpu_decisions_in_child_processes(monkeypatch):
     """--isa avx2: a child process (as each side is) runs oneDNN at AVX2 and takes our forms and precision for
     CPUs without AVX-512 / native bfloat16, whatever this CPU has."""

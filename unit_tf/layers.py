@@ -214,9 +214,10 @@ class ConvBlock(keras.layers.Layer):
             x = self.pad(x)
         # Tiny maps (fast paths on): the same conv as one matmul. Its bias is added after the max-pool, if any:
         # max(x + b) = max(x) + b per channel exactly (rounding is monotonic), on pool^2 times fewer elements.
-        late_bias = self.pooling is not None and self.conv.use_bias
-        matmul = conv_matmul.convolve(self.conv, x, bias=not late_bias) if self.use_fast_paths else None
-        late_bias = late_bias and matmul is not None  # oneDNN's conv adds its bias in the same kernel
+        # (oneDNN's conv adds its bias in the same kernel: only a matmul form's bias moves.)
+        pooled = self.pooling is not None
+        matmul = conv_matmul.convolve(self.conv, x, bias=not pooled) if self.use_fast_paths else None
+        late_bias = matmul is not None and pooled and self.conv.use_bias
         x = self.conv(x) if matmul is None else matmul
         if self.crop is not None:
             x = self.crop(x)
