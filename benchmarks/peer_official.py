@@ -21,7 +21,9 @@ as it is measured.
 
 `--isa avx2` caps both sides at AVX2 + FMA on a CPU with AVX-512 (`ISA_CAPS`: oneDNN, torch's kernels, MKL,
 our forms for CPUs without AVX-512): what the code does on an AVX2 machine, at this CPU's caches, memory and
-clock, which an AVX2 machine may not have. The JSON says `"isa"`.
+clock, which an AVX2 machine may not have. The JSON says `"isa"`, and our side's library whether TensorFlow
+ran its oneDNN kernels (which unit_tf turns on where TensorFlow would not: unit_tf.hardware.use_onednn; with
+TF_ENABLE_ONEDNN_OPTS=0 in the environment it runs TensorFlow's own kernels, as before that).
 """
 
 from __future__ import annotations

@@ -248,14 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from unit_tf.config import parse_set_flags
-    from unit_tf.hardware import resolve_precision
+    from unit_tf.hardware import onednn_on, resolve_precision
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     ops = step_ops(args.dataset, args.preset, resolve_precision(args.precision), parse_set_flags(args.set))
     tf_seconds = [time_tf(op, args.repeats) for op in ops]
     result = report(ops, tf_seconds, torch_times(ops, args.repeats, args.threads), args.top)
     print(json.dumps({"preset": args.preset, "dataset": args.dataset, "precision": args.precision,
-                      "isa": args.isa, "threads": args.threads, "tensorflow": tf.__version__, **result,
+                      "isa": args.isa, "threads": args.threads, "tensorflow": tf.__version__,
+                      "tf_onednn": onednn_on(), **result,
                       **cpu_summary()}), flush=True)
     return 0
 

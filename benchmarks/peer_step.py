@@ -99,7 +99,7 @@ def our_step(precision: str, threads: int, warmup: int,
 
     from unit_tf.config import resolve_config
     from unit_tf.distribute import make_strategy
-    from unit_tf.hardware import resolve_precision
+    from unit_tf.hardware import onednn_on, resolve_precision
 
     strategy = make_strategy("auto")
     config = resolve_config(DATASET, PRESET, overrides={**overrides, "train.precision": resolve_precision(precision)})
@@ -112,7 +112,8 @@ def our_step(precision: str, threads: int, warmup: int,
     for _ in range(warmup):
         step()
     flops = graph_flops(train_step.get_concrete_function(dataset.element_spec))
-    return step, {"flops_per_step": flops, "library": f"tensorflow {tf.__version__}"}
+    return step, {"flops_per_step": flops,
+                  "library": f"tensorflow {tf.__version__}, oneDNN {'on' if onednn_on() else 'off'}"}
 
 
 def serve(step: Callable[[], None], info: dict[str, Any], commands: Iterable[str], out: IO[str]) -> None:

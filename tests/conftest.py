@@ -20,6 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# TensorFlow's own oneDNN choice for this CPU, in subprocesses too. Importing unit_tf turns oneDNN on where
+# TensorFlow leaves it off (CPUs without AVX-VNNI: tests/test_hardware.py checks that), and there oneDNN has no
+# bfloat16 kernels, which some tests train with.
+_onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+from unit_tf import hardware  # noqa: E402
+
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = _onednn or ("1" if hardware.tf_onednn_default() else "0")
+
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

@@ -17,6 +17,8 @@ import os
 
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")  # before TensorFlow loads oneDNN
 os.environ.setdefault("UNIT_AVX512", "0")  # and the fast paths' forms of a CPU without AVX-512 (unit_tf.fast)
+# TensorFlow's oneDNN kernels, which unit_tf turns on on every x86 CPU (TensorFlow itself only on some).
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import hashlib  # noqa: E402
@@ -113,10 +115,11 @@ def run_case(name: str, work: Path, digits: Path, folders: tuple[Path, Path]) ->
     run_dir = work / name
     model = training.train(config, run_dir, verbose=0, callbacks=[recorder]).model
     header = (run_dir / "metrics.csv").read_text().splitlines()[0]
-    # The CPU it ran on: float32 sums are reproduced bit for bit on one CPU model, not across models (oneDNN
-    # and Eigen block their loops by the CPU's caches), so tests/test_golden.py compares exactly only there.
+    # The CPU it ran on (name, family, model: one name covers several generations): float32 sums are reproduced
+    # bit for bit on one CPU model, not across models (oneDNN and Eigen block their loops by the CPU's caches),
+    # so tests/test_golden.py compares exactly only there.
     record = {"steps": recorder.steps, "weights": weight_record(model), "metrics_csv_header": header,
-              "machine": hardware.cpu_name()}
+              "machine": hardware.cpu_model_id()}
     warm_up = run_dir / "eval" / "source_only.json"
     if warm_up.is_file():
         values = json.loads(warm_up.read_text())

@@ -161,6 +161,17 @@ def _warnings(result):
     return [line for line in result.stderr.splitlines() if line.startswith("warning:")]
 
 
+def test_bf16_without_onednn_kernels_is_one_error_before_anything_is_written(tmp_path, data_dir):
+    """oneDNN on a CPU without AVX-512 (simulated) has no bfloat16 kernels: an explicit bf16 stops with one error
+    line naming both ways out, and no run directory is created."""
+    run = tmp_path / "R"
+    result = run_script("train.py", "--dataset", "mnist_usps", "--data-dir", str(data_dir), "--output-dir", str(run),
+                        "--steps", "1", "--mixed-precision", "bf16", *tiny_flags(),
+                        env={"TF_ENABLE_ONEDNN_OPTS": "1", "UNIT_AVX512": "0", "UNIT_NATIVE_BF16": "0"})
+    _assert_clean_error(result, "bfloat16 has no oneDNN kernels", "--mixed-precision off", "TF_ENABLE_ONEDNN_OPTS=0")
+    assert not run.exists()
+
+
 def test_precision_is_resolved_per_machine_and_an_emulated_bf16_warns_once(tmp_path, data_dir):
     """auto on a bf16 machine -> bfloat16 in config.json, silently; explicit bf16 on a machine without it ->
     one warning line with the measured cost; the run continues there in float32 with auto (no mismatch)."""

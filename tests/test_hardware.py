@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +70,76 @@ def test_explicit_bf16_without_native_support_warns_once_with_the_measured_cost(
 def test_unknown_precision():
     with pytest.raises(UserError, match="precision"):
         hardware.resolve_precision("int8")
+
+
+@pytest.fixture
+def avx2_linux(monkeypatch):
+    """A Linux x86 CPU without the flags that make TensorFlow turn oneDNN on, TensorFlow not loaded yet."""
+    monkeypatch.delenv(hardware.ONEDNN_ENV, raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow")
+    monkeypatch.setattr(hardware, "_x86_linux", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
+
+
+def test_onednn_is_turned_on_where_tensorflow_leaves_it_off(avx2_linux):
+    assert not hardware.tf_onednn_default() and not hardware.onednn_on()
+    assert hardware.use_onednn() and os.environ[hardware.ONEDNN_ENV] == "1" and hardware.onednn_on()
+    assert not hardware.use_onednn()  # set once
+
+
+@pytest.mark.parametrize("case", ["vnni_cpu", "user_set", "tensorflow_loaded", "not_x86"])
+def test_onednn_is_left_alone(avx2_linux, monkeypatch, case):
+    if case == "vnni_cpu":  # TensorFlow turns it on by itself
+        monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    elif case == "user_set":
+        monkeypatch.setenv(hardware.ONEDNN_ENV, "0")
+    elif case == "tensorflow_loaded":  # it read the variable already
+        monkeypatch.setitem(sys.modules, "tensorflow", object())
+    else:
+        monkeypatch.setattr(hardware, "_x86_linux", lambda: False)
+    before = os.environ.get(hardware.ONEDNN_ENV)
+    assert not hardware.use_onednn() and os.environ.get(hardware.ONEDNN_ENV) == before
+    assert hardware.onednn_on() is (case == "vnni_cpu")
+
+
+def test_importing_unit_tf_turns_onednn_on_before_tensorflow_loads():
+    """In a fresh interpreter without $TF_ENABLE_ONEDNN_OPTS: set by `import unit_tf` exactly where TensorFlow
+    would leave oneDNN off on this machine, and never once TensorFlow is loaded."""
+    env = {k: v for k, v in os.environ.items() if k != hardware.ONEDNN_ENV}
+    show = f"import os; print(os.environ.get('{hardware.ONEDNN_ENV}'))"
+    first = subprocess.run([sys.executable, "-c", f"import unit_tf; {show}"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    expected = "1" if hardware._x86_linux() and not hardware.tf_onednn_default() else "None"
+    assert first.stdout.strip() == expected, first.stderr
+    late = subprocess.run([sys.executable, "-c", f"import tensorflow, unit_tf; {show}"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert late.stdout.strip().splitlines()[-1] == "None", late.stderr
+
+
+def test_bf16_is_refused_where_onednn_has_no_bf16_kernels(monkeypatch, capsys):
+    """oneDNN on, no AVX-512, bfloat16 not native: one error naming the fix, before any bf16 op runs."""
+    monkeypatch.setenv(hardware.ONEDNN_ENV, "1")
+    monkeypatch.setenv("UNIT_AVX512", "0")
+    monkeypatch.setattr(hardware, "_x86_linux", lambda: True)
+    with pytest.raises(UserError, match=f"{hardware.ONEDNN_ENV}=0") as refused:
+        hardware.resolve_precision("bf16")
+    assert "--mixed-precision off" in str(refused.value)
+    assert hardware.resolve_precision("off") == hardware.resolve_precision("auto") == "float32"
+    assert hardware.resolve_precision("fp16", warn=False) == "float16"  # float16 does not go through oneDNN
+    monkeypatch.setenv(hardware.ONEDNN_ENV, "0")  # TensorFlow's own kernels emulate it (slowly)
+    assert hardware.resolve_precision("bf16", warn=False) == "bfloat16"
+    monkeypatch.setenv(hardware.ONEDNN_ENV, "1")
+    monkeypatch.setenv("UNIT_AVX512", "1")  # oneDNN emulates bfloat16 with AVX-512
+    assert hardware.resolve_precision("bf16", warn=False) == "bfloat16"
+    monkeypatch.setenv("UNIT_NATIVE_BF16", "1")
+    monkeypatch.setenv("UNIT_AVX512", "0")
+    assert hardware.resolve_precision("bf16", warn=False) == "bfloat16"
+    assert capsys.readouterr().err == ""
+
+
+def test_cpu_model_id_names_family_and_model(monkeypatch):
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: "processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\n"
+                                                      "model name\t: AMD EPYC\nprocessor\t: 1\nmodel\t\t: 9\n")
+    assert hardware.cpu_model_id() == "AMD EPYC (family 26, model 2)"
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: "")
+    assert hardware.cpu_model_id() == hardware.cpu_name()

@@ -6,6 +6,13 @@ bfloat16 is native on CPUs with `avx512_bf16` or `amx_bf16` and on GPUs of compu
 float16 on CPUs with `avx512_fp16` or `amx_fp16` and on GPUs of compute capability >= 7.0. Elsewhere
 TensorFlow emulates them, and a training step can take several times as long as in float32.
 
+TensorFlow's oneDNN kernels: on Linux x86 TensorFlow turns them on by itself only on CPUs with one of
+`TF_ONEDNN_CPU_FLAGS`, and elsewhere (e.g. AVX2 without AVX-VNNI) runs its own Eigen kernels, which train
+unit-tf's presets far slower there. Importing `unit_tf` sets `TF_ENABLE_ONEDNN_OPTS=1` on such CPUs
+(`use_onednn`), unless the variable is set already or TensorFlow is loaded: set `TF_ENABLE_ONEDNN_OPTS=0`
+to keep TensorFlow's choice. oneDNN has no bfloat16 kernels without AVX-512, so there `resolve_precision`
+refuses bfloat16 while oneDNN is on.
+
 Environment overrides (tests, and users who know better than the flags): `UNIT_NATIVE_BF16=0|1` and
 `UNIT_NATIVE_FP16=0|1` decide whether bfloat16 / float16 count as native, whatever the hardware says;
 `UNIT_AVX512=0|1` whether the CPU counts as one with AVX-512 (which fast-path forms run, `avx512`).
@@ -27,6 +34,10 @@ FP16_CPU_FLAGS = ("avx512_fp16", "amx_fp16")
 #: The lowest GPU compute capability with native bfloat16 (Ampere) and float16 (Volta) math.
 BF16_GPU_CAPABILITY = (8, 0)
 FP16_GPU_CAPABILITY = (7, 0)
+#: CPU flags with which TensorFlow turns on its oneDNN kernels by itself on Linux x86 (DefaultOneDnnPolicy in
+#: tensorflow/core/util/util.cc); $TF_ENABLE_ONEDNN_OPTS=0|1 decides instead where it is set.
+TF_ONEDNN_CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 
 _warned: set[str] = set()
 
@@ -52,6 +63,47 @@ def cpu_flags() -> frozenset[str]:
         if line.startswith(("flags", "Features")):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
+
+
+def cpu_model_id() -> str:
+    """The CPU's name with its family and model numbers (one name covers several generations: "AMD EPYC")."""
+    numbers = {}
+    for line in _cpuinfo().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("cpu family", "model") and key.strip() not in numbers:
+            numbers[key.strip()] = value.strip()
+    if not numbers:
+        return cpu_name()
+    return f"{cpu_name()} (family {numbers.get('cpu family', '?')}, model {numbers.get('model', '?')})"
+
+
+def _x86_linux() -> bool:
+    return sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")
+
+
+def tf_onednn_default() -> bool:
+    """Whether TensorFlow turns on its oneDNN kernels by itself here: Linux x86 with a flag of
+    TF_ONEDNN_CPU_FLAGS. (Elsewhere the default depends on the build; there this module leaves it alone.)"""
+    return _x86_linux() and any(flag in cpu_flags() for flag in TF_ONEDNN_CPU_FLAGS)
+
+
+def use_onednn() -> bool:
+    """Turn on TensorFlow's oneDNN kernels on a Linux x86 CPU where TensorFlow would leave them off, by setting
+    $TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow loads (it reads the variable once). Not when the variable is
+    set (the user's choice) or TensorFlow is loaded already. Returns whether it set it. Why: TensorFlow's own
+    (Eigen) kernels train the presets far slower on such CPUs (docs/performance.md, "TensorFlow's oneDNN
+    kernels on CPUs without AVX-VNNI")."""
+    if ONEDNN_ENV in os.environ or "tensorflow" in sys.modules or not _x86_linux() or tf_onednn_default():
+        return False
+    os.environ[ONEDNN_ENV] = "1"
+    return True
+
+
+def onednn_on() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process ($TF_ENABLE_ONEDNN_OPTS where set, else
+    TensorFlow's own default on this CPU; Linux x86 only)."""
+    forced = _override(ONEDNN_ENV)
+    return _x86_linux() and (forced if forced is not None else tf_onednn_default())
 
 
 def gpu_details() -> list[dict[str, Any]]:
@@ -171,6 +223,12 @@ def resolve_precision(choice: str, warn: bool = True) -> str:
 
         raise UserError(f"precision must be auto, {', '.join(PRECISIONS)} (or off, bf16, fp16), got '{choice}'")
     native = {"bfloat16": native_bf16, "float16": native_fp16}.get(precision)
+    if precision == "bfloat16" and not native() and onednn_on() and not avx512() and not gpu_details():
+        from unit_tf.errors import UserError
+
+        raise UserError("bfloat16 has no oneDNN kernels on a CPU without AVX-512, and TensorFlow runs oneDNN here "
+                        f"({ONEDNN_ENV}=1: float32 trains faster with it): use --mixed-precision off (or auto), "
+                        f"or set {ONEDNN_ENV}=0 to run bfloat16 emulated by TensorFlow's own kernels (slow)")
     if warn and native is not None and not native():
         _warn_emulated(precision)
     return precision
