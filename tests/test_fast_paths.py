@@ -426,12 +426,14 @@ def test_flipped_input_gradient_equals_the_convolution(settings, shape, monkeypa
     assert conv_matmul._form(layer, shape[1], shape[2], tf.float32) is None
 
 
-@pytest.mark.parametrize("avx512", ["0", "1"])
+@pytest.mark.parametrize("avx512, onednn", [("0", "0"), ("1", "0"), ("0", "1")])
 @pytest.mark.parametrize("transpose_a, transpose_b", [(False, False), (False, True), (True, False), (True, True)])
-def test_matmul_in_the_faster_order_equals_tf_matmul(transpose_a, transpose_b, avx512, monkeypatch):
+def test_matmul_in_the_faster_order_equals_tf_matmul(transpose_a, transpose_b, avx512, onednn, monkeypatch):
     """`fast.matmul.matmul` (rows 5, columns 40: the swapped order where it applies) gives tf.matmul's product
-    and gradients, and swaps exactly where b is stored transposed on a CPU without AVX-512."""
+    and gradients, and swaps exactly where b is stored transposed on a CPU without AVX-512 whose TensorFlow runs
+    its own kernels (the form is decided from $TF_ENABLE_ONEDNN_OPTS; the kernels here are this process's)."""
     monkeypatch.setenv("UNIT_AVX512", avx512)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)
     a = tf.random.stateless_normal([16, 5] if transpose_a else [5, 16], seed=[1, 2])
     b = tf.random.stateless_normal([40, 16] if transpose_b else [16, 40], seed=[3, 4])
     results = []
@@ -445,7 +447,7 @@ def test_matmul_in_the_faster_order_equals_tf_matmul(transpose_a, transpose_b, a
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     graph = tf.function(lambda: matmul.product(a, b, transpose_a, transpose_b)).get_concrete_function().graph
     swapped = any(op.type == "Transpose" for op in graph.get_operations())
-    assert swapped == (transpose_b and avx512 == "0")
+    assert swapped == (transpose_b and avx512 == "0" and onednn == "0")
 
 
 def test_larger_maps_keep_the_convolution():

@@ -37,6 +37,12 @@ def enabled(setting: str) -> bool:
     raise ValueError(f"fast_paths must be one of {', '.join(SETTINGS)}, got {setting!r}")
 
 
+def eigen_fp32_without_avx512(dtype: tf.DType) -> bool:
+    """fp32_without_avx512, with TensorFlow's own (Eigen) kernels instead of oneDNN's (hardware.onednn_on):
+    what runs on such CPUs where $TF_ENABLE_ONEDNN_OPTS=0, and off Linux (e.g. macOS)."""
+    return fp32_without_avx512(dtype) and not hardware.onednn_on()
+
+
 def fp32_without_avx512(dtype: tf.DType) -> bool:
     """Whether the float32 forms measured faster only on CPUs without AVX-512 apply: float32 math on such a CPU
     (hardware.avx512, $UNIT_AVX512)."""

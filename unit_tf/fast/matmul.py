@@ -1,11 +1,13 @@
 """Matmuls in the operand order TF's CPU kernel computes fastest (an exact rewrite: the same products).
 
-On CPUs without AVX-512, in float32 (where it was measured), TF's MatMul of a few hundred rows by a large
-matrix stored transposed, a @ b^T with b [N, K] and N >= `MIN_ROWS_RATIO` x a's rows, runs 2-4x slower than
-the same product taken the other way round, (b @ a^T)^T: the large operand on the left, as stored. That is
-the input gradient of every dense product (dy @ w^T) and the forward pass of the generator's first transposed
-conv. `matmul` takes that order there, also for both gradients (TF's own MatMul gradient formulas, each
-product routed through `product`).
+With TensorFlow's own (Eigen) kernels, in float32 on CPUs without AVX-512 (where it was measured), TF's
+MatMul of a few hundred rows by a large matrix stored transposed, a @ b^T with b [N, K] and N >=
+`MIN_ROWS_RATIO` x a's rows, runs 2-4x slower than the same product taken the other way round, (b @ a^T)^T:
+the large operand on the left, as stored. That is the input gradient of every dense product (dy @ w^T) and
+the forward pass of the generator's first transposed conv. `matmul` takes that order there, also for both
+gradients (TF's own MatMul gradient formulas, each product routed through `product`). oneDNN's matmul, which
+unit_tf turns on on such CPUs (unit_tf.hardware.use_onednn), reads either order as fast, and there the extra
+transposes would only cost time: with oneDNN the order stays as written.
 Measured timings: docs/performance.md (fast paths).
 """
 
@@ -15,7 +17,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from unit_tf.fast import fp32_without_avx512
+from unit_tf.fast import eigen_fp32_without_avx512
 
 #: The product a @ b^T is taken as (b @ a^T)^T when b has at least this many times a's rows.
 MIN_ROWS_RATIO = 4
@@ -25,7 +27,7 @@ def product(a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: 
     """tf.matmul(a, b, transpose_a, transpose_b), as (b^T a^T)^T where that was measured faster."""
     rows = a.shape[-1] if transpose_a else a.shape[0]
     columns = b.shape[0] if transpose_b else b.shape[-1]
-    swap = (transpose_b and fp32_without_avx512(a.dtype) and rows is not None and columns is not None
+    swap = (transpose_b and eigen_fp32_without_avx512(a.dtype) and rows is not None and columns is not None
             and columns >= MIN_ROWS_RATIO * rows)
     if swap:  # C^T = b_stored @ op(a)^T: b [N, K] is already the left operand as stored
         return tf.transpose(tf.matmul(b, a, transpose_b=not transpose_a))
