@@ -15,7 +15,10 @@ Prints ONE JSON line: per precision the step times of every pair and their ratio
 `ratio_official_over_ours` (the median of the pair ratios), `ratio_official_fastest_over_ours_median` (the
 official code at its best minute against our median), per side the median and fastest step, the FLOPs per step
 (official: torch's FlopCounterMode, which counts matmuls and convolutions, forward and backward; ours: the
-train-step graph as benchmarks/throughput.py counts it, every op with a FLOP formula) and the achieved GFLOP/s;
+train-step graph as benchmarks/throughput.py counts it, every op with a FLOP formula), the achieved GFLOP/s,
+and both sides' MFU against the machine's matmul rate in that precision (`peak_matmul_gflops`: TF's 2048 x 2048
+matmul chain, best of 3 rounds in our side's process before the pairs; convolutions counted with their
+padding can pass it);
 and the CPU: model, SIMD flags, whether bfloat16 is native. Each precision's result also goes to stderr as soon
 as it is measured.
 
@@ -123,26 +126,33 @@ def run_pairs(official: Any, ours: Any, pairs: int) -> list[dict[str, Any]]:
     return results
 
 
-def side_summary(seconds: list[float], info: dict[str, Any]) -> dict[str, Any]:
-    """Median and fastest step, FLOPs per step and achieved GFLOP/s (FLOPs / median step) of one side."""
+def side_summary(seconds: list[float], info: dict[str, Any], peak_gflops: float | None = None) -> dict[str, Any]:
+    """Median and fastest step, FLOPs per step and achieved GFLOP/s (FLOPs / median step) of one side, and its
+    MFU against the machine's matmul rate `peak_gflops` where measured."""
     median = statistics.median(seconds)
-    return {"step_s_median": round(median, 3), "step_s_fastest": round(min(seconds), 3),
-            "flops_per_step": int(info["flops_per_step"]),
-            "achieved_gflops": round(info["flops_per_step"] / median / 1e9, 1), "library": info.get("library")}
+    achieved = info["flops_per_step"] / median / 1e9
+    summary = {"step_s_median": round(median, 3), "step_s_fastest": round(min(seconds), 3),
+               "flops_per_step": int(info["flops_per_step"]), "achieved_gflops": round(achieved, 1)}
+    if peak_gflops:
+        summary["mfu"] = round(achieved / peak_gflops, 3)
+    return {**summary, "library": info.get("library")}
 
 
 def summarize(precision: str, pairs: list[dict[str, Any]], official_info: dict[str, Any],
               ours_info: dict[str, Any]) -> dict[str, Any]:
     """One precision's result: the pairs, the median of their ratios (official / ours), the official side's
     fastest step over our median one (the official code at its best minute: its step time drifts the most),
-    and each side."""
+    and each side; with the machine's matmul rate in this precision (measured by our side's process, TF's
+    kernels), each side's MFU against it."""
     official_fastest = min(p["official_s"] for p in pairs)
     ours_median = statistics.median(p["ours_s"] for p in pairs)
+    peak = ours_info.get("peak_matmul_gflops")
     return {"precision": precision, "pairs": pairs,
             "ratio_official_over_ours": round(statistics.median(p["ratio"] for p in pairs), 3),
             "ratio_official_fastest_over_ours_median": round(official_fastest / ours_median, 3),
-            "official": side_summary([p["official_s"] for p in pairs], official_info),
-            "ours": side_summary([p["ours_s"] for p in pairs], ours_info)}
+            **({"peak_matmul_gflops": peak} if peak else {}),
+            "official": side_summary([p["official_s"] for p in pairs], official_info, peak),
+            "ours": side_summary([p["ours_s"] for p in pairs], ours_info, peak)}
 
 
 def cpu_summary() -> dict[str, Any]:

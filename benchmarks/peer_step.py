@@ -90,19 +90,21 @@ def official_step(repo: str, precision: str, threads: int, warmup: int,
 
 def our_step(precision: str, threads: int, warmup: int,
              overrides: dict[str, Any]) -> tuple[Callable[[], None], dict[str, Any]]:
-    """The digits_official train step on random images, warmed up: (step, {FLOPs per step from its graph,
+    """The digits_official train step on random images, warmed up: (step, {FLOPs per step from its graph, the
+    machine's matmul rate in the step's precision (benchmarks/throughput.py's MatmulPeak, best of 3 rounds),
     library})."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    from throughput import graph_flops, synthetic_train_step
+    from throughput import MatmulPeak, graph_flops, synthetic_train_step
 
     from unit_tf.config import resolve_config
     from unit_tf.distribute import make_strategy
     from unit_tf.hardware import onednn_on, resolve_precision
 
     strategy = make_strategy("auto")
-    config = resolve_config(DATASET, PRESET, overrides={**overrides, "train.precision": resolve_precision(precision)})
+    resolved = resolve_precision(precision)
+    config = resolve_config(DATASET, PRESET, overrides={**overrides, "train.precision": resolved})
     train_step, dataset = synthetic_train_step(config, strategy, SYNTHETIC_IMAGES)
     batches = iter(dataset)
 
@@ -112,7 +114,9 @@ def our_step(precision: str, threads: int, warmup: int,
     for _ in range(warmup):
         step()
     flops = graph_flops(train_step.get_concrete_function(dataset.element_spec))
-    return step, {"flops_per_step": flops,
+    peak = MatmulPeak(resolved)
+    peak.sample(3)
+    return step, {"flops_per_step": flops, "peak_matmul_gflops": round(peak.gflops, 1),
                   "library": f"tensorflow {tf.__version__}, oneDNN {'on' if onednn_on() else 'off'}"}
 
 

@@ -137,12 +137,13 @@ def test_pairs_alternate_which_side_goes_first_and_the_json_adds_up():
     assert [p["first"] for p in pairs] == ["official", "ours", "official"]
     assert [p["ratio"] for p in pairs] == [1.375, 1.0, 2.0]
     run = summarize("off", pairs, {"flops_per_step": 1.58e12, "library": "torch x"},
-                    {"flops_per_step": 0.97e12, "library": "tensorflow y"})
+                    {"flops_per_step": 0.97e12, "library": "tensorflow y", "peak_matmul_gflops": 100.0})
     assert run["ratio_official_over_ours"] == 1.375  # the median of the pair ratios, not of the medians (22 / 16)
     assert run["ratio_official_fastest_over_ours_median"] == 1.25  # 20 / 16
     assert run["official"] == {"step_s_median": 22.0, "step_s_fastest": 20.0, "flops_per_step": 1580000000000,
-                               "achieved_gflops": 71.8, "library": "torch x"}
+                               "achieved_gflops": 71.8, "mfu": 0.718, "library": "torch x"}
     assert run["ours"]["step_s_median"] == 16.0 and run["ours"]["achieved_gflops"] == 60.6
+    assert run["peak_matmul_gflops"] == 100.0 and run["ours"]["mfu"] == 0.606
     json.dumps(run)
 
 
@@ -171,6 +172,7 @@ def step_worker(*args: str, steps: int = 2) -> list[dict]:
 def test_our_side_times_the_digits_official_step():
     replies = step_worker("ours", "--set", "model.gen_ch=4", "--set", "model.dis_ch=4", "--set", "data.batch_size=8")
     assert replies[0]["ready"] and replies[0]["flops_per_step"] > 0 and replies[0]["library"].startswith("tensorflow")
+    assert replies[0]["peak_matmul_gflops"] > 0 and "oneDNN" in replies[0]["library"]
     assert len(replies) == 3 and all(r["seconds"] > 0 for r in replies[1:])
 
 
