@@ -27,6 +27,7 @@ _onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
 from unit_tf import hardware  # noqa: E402
 
 os.environ["TF_ENABLE_ONEDNN_OPTS"] = _onednn or ("1" if hardware.tf_onednn_default() else "0")
+os.environ.pop(hardware.ONEDNN_AUTO_ENV, None)
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

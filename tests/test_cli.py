@@ -161,15 +161,28 @@ def _warnings(result):
     return [line for line in result.stderr.splitlines() if line.startswith("warning:")]
 
 
-def test_bf16_without_onednn_kernels_is_one_error_before_anything_is_written(tmp_path, data_dir):
-    """oneDNN on a CPU without AVX-512 (simulated) has no bfloat16 kernels: an explicit bf16 stops with one error
-    line naming both ways out, and no run directory is created."""
+@pytest.mark.parametrize("whose", ["user", "unit_tf"])
+def test_bf16_where_onednn_has_no_bf16_kernels(tmp_path, data_dir, whose):
+    """oneDNN on a CPU without AVX-512 (simulated) has no bfloat16 kernels. Where the user turned oneDNN on, an
+    explicit bf16 stops with one error line naming both ways out, before a run directory exists; where unit_tf
+    did, the command restarts itself once with TensorFlow's own kernels and runs emulated, with the one warning
+    line of an emulated precision."""
     run = tmp_path / "R"
+    env = {"TF_ENABLE_ONEDNN_OPTS": "1", "UNIT_AVX512": "0", "UNIT_NATIVE_BF16": "0"}
+    if whose == "unit_tf":
+        env["UNIT_ONEDNN_AUTO"] = "1"
     result = run_script("train.py", "--dataset", "mnist_usps", "--data-dir", str(data_dir), "--output-dir", str(run),
-                        "--steps", "1", "--mixed-precision", "bf16", *tiny_flags(),
-                        env={"TF_ENABLE_ONEDNN_OPTS": "1", "UNIT_AVX512": "0", "UNIT_NATIVE_BF16": "0"})
-    _assert_clean_error(result, "bfloat16 has no oneDNN kernels", "--mixed-precision off", "TF_ENABLE_ONEDNN_OPTS=0")
-    assert not run.exists()
+                        "--steps", "1", "--batch-size", "8", "--no-export", "--mixed-precision", "bf16",
+                        *tiny_flags(), env=env)
+    if whose == "user":
+        _assert_clean_error(result, "bfloat16 has no oneDNN kernels", "--mixed-precision off",
+                            "TF_ENABLE_ONEDNN_OPTS=0")
+        assert not run.exists()
+        return
+    assert result.returncode == 0, result.stderr
+    (line,) = _warnings(result)
+    assert line.startswith("warning: bfloat16 is emulated on this CPU") and "train.py: error" not in result.stderr
+    assert UNITConfig.from_dict(json.loads((run / "config.json").read_text())).train.precision == "bfloat16"
 
 
 def test_precision_is_resolved_per_machine_and_an_emulated_bf16_warns_once(tmp_path, data_dir):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from unit_tf import hardware
-from unit_tf.errors import UserError
+from unit_tf.errors import RestartInEnvironment, UserError
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +75,9 @@ def test_unknown_precision():
 @pytest.fixture
 def avx2_linux(monkeypatch):
     """A Linux x86 CPU without the flags that make TensorFlow turn oneDNN on, TensorFlow not loaded yet."""
-    monkeypatch.delenv(hardware.ONEDNN_ENV, raising=False)
+    for name in (hardware.ONEDNN_ENV, hardware.ONEDNN_AUTO_ENV):  # set first, so that monkeypatch restores both
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.delitem(sys.modules, "tensorflow")
     monkeypatch.setattr(hardware, "_x86_linux", lambda: True)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
@@ -84,6 +86,7 @@ def avx2_linux(monkeypatch):
 def test_onednn_is_turned_on_where_tensorflow_leaves_it_off(avx2_linux):
     assert not hardware.tf_onednn_default() and not hardware.onednn_on()
     assert hardware.use_onednn() and os.environ[hardware.ONEDNN_ENV] == "1" and hardware.onednn_on()
+    assert os.environ[hardware.ONEDNN_AUTO_ENV] == "1"  # unit_tf's setting, not the user's
     assert not hardware.use_onednn()  # set once
 
 
@@ -123,7 +126,12 @@ def test_bf16_is_refused_where_onednn_has_no_bf16_kernels(monkeypatch, capsys):
     monkeypatch.setattr(hardware, "_x86_linux", lambda: True)
     with pytest.raises(UserError, match=f"{hardware.ONEDNN_ENV}=0") as refused:
         hardware.resolve_precision("bf16")
-    assert "--mixed-precision off" in str(refused.value)
+    assert "--mixed-precision off" in str(refused.value) and not isinstance(refused.value, RestartInEnvironment)
+    monkeypatch.setenv(hardware.ONEDNN_AUTO_ENV, "1")  # unit_tf turned oneDNN on: a command restarts without it
+    with pytest.raises(RestartInEnvironment) as restart:
+        hardware.resolve_precision("bf16")
+    assert restart.value.changes == {hardware.ONEDNN_ENV: "0", hardware.ONEDNN_AUTO_ENV: None}
+    monkeypatch.delenv(hardware.ONEDNN_AUTO_ENV)
     assert hardware.resolve_precision("off") == hardware.resolve_precision("auto") == "float32"
     assert hardware.resolve_precision("fp16", warn=False) == "float16"  # float16 does not go through oneDNN
     monkeypatch.setenv(hardware.ONEDNN_ENV, "0")  # TensorFlow's own kernels emulate it (slowly)

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
 
 #: Exit code for bad input (flags, config, data) — the argparse convention.
 USAGE_EXIT_CODE = 2
+#: Set in a command restarted by run_cli (RestartInEnvironment): it restarts at most once.
+RESTARTED_ENV = "UNIT_RESTARTED"
 
 
 class UserError(Exception):
     """A problem the user can fix; the message names the problem and the fix."""
 
     exit_code = USAGE_EXIT_CODE
+
+
+class RestartInEnvironment(UserError):
+    """A problem the command fixes by running again, from the start, in a changed environment (raised before
+    anything is written): run_cli restarts the same command line once with `changes` (None: unset); anywhere
+    else it is the UserError its message describes."""
+
+    def __init__(self, message: str, changes: dict[str, str | None]) -> None:
+        super().__init__(message)
+        self.changes = changes
 
 
 class TrainingDiverged(UserError):
@@ -34,6 +47,19 @@ def run_cli(main: Callable[[], int | None], prog: str) -> None:
     """Run a command-line entry point, turning a UserError into one line on stderr and its exit code."""
     try:
         code = main()
+    except RestartInEnvironment as err:
+        if os.environ.get(RESTARTED_ENV) != "1":
+            env = {**os.environ, RESTARTED_ENV: "1"}
+            for name, value in err.changes.items():
+                if value is None:
+                    env.pop(name, None)
+                else:
+                    env[name] = value
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)

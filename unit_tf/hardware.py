@@ -11,7 +11,8 @@ TensorFlow's oneDNN kernels: on Linux x86 TensorFlow turns them on by itself onl
 unit-tf's presets far slower there. Importing `unit_tf` sets `TF_ENABLE_ONEDNN_OPTS=1` on such CPUs
 (`use_onednn`), unless the variable is set already or TensorFlow is loaded: set `TF_ENABLE_ONEDNN_OPTS=0`
 to keep TensorFlow's choice. oneDNN has no bfloat16 kernels without AVX-512, so there `resolve_precision`
-refuses bfloat16 while oneDNN is on.
+stops a bfloat16 run while oneDNN is on: a command restarts itself once with TensorFlow's own kernels
+(errors.RestartInEnvironment) where the setting was unit_tf's, else it is one error line.
 
 Environment overrides (tests, and users who know better than the flags): `UNIT_NATIVE_BF16=0|1` and
 `UNIT_NATIVE_FP16=0|1` decide whether bfloat16 / float16 count as native, whatever the hardware says;
@@ -38,6 +39,8 @@ FP16_GPU_CAPABILITY = (7, 0)
 #: tensorflow/core/util/util.cc); $TF_ENABLE_ONEDNN_OPTS=0|1 decides instead where it is set.
 TF_ONEDNN_CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+#: Set beside ONEDNN_ENV by use_onednn (inherited by child processes): the setting is unit_tf's, not the user's.
+ONEDNN_AUTO_ENV = "UNIT_ONEDNN_AUTO"
 
 _warned: set[str] = set()
 
@@ -96,6 +99,7 @@ def use_onednn() -> bool:
     if ONEDNN_ENV in os.environ or "tensorflow" in sys.modules or not _x86_linux() or tf_onednn_default():
         return False
     os.environ[ONEDNN_ENV] = "1"
+    os.environ[ONEDNN_AUTO_ENV] = "1"
     return True
 
 
@@ -224,11 +228,14 @@ def resolve_precision(choice: str, warn: bool = True) -> str:
         raise UserError(f"precision must be auto, {', '.join(PRECISIONS)} (or off, bf16, fp16), got '{choice}'")
     native = {"bfloat16": native_bf16, "float16": native_fp16}.get(precision)
     if precision == "bfloat16" and not native() and onednn_on() and not avx512() and not gpu_details():
-        from unit_tf.errors import UserError
+        from unit_tf.errors import RestartInEnvironment, UserError
 
-        raise UserError("bfloat16 has no oneDNN kernels on a CPU without AVX-512, and TensorFlow runs oneDNN here "
-                        f"({ONEDNN_ENV}=1: float32 trains faster with it): use --mixed-precision off (or auto), "
-                        f"or set {ONEDNN_ENV}=0 to run bfloat16 emulated by TensorFlow's own kernels (slow)")
+        message = (f"bfloat16 has no oneDNN kernels on a CPU without AVX-512, and TensorFlow runs oneDNN here "
+                   f"({ONEDNN_ENV}=1): use --mixed-precision off (or auto), or set {ONEDNN_ENV}=0 to run bfloat16 "
+                   "emulated by TensorFlow's own kernels (slow)")
+        if os.environ.get(ONEDNN_AUTO_ENV) == "1":  # unit_tf's choice, not the user's: a command restarts without
+            raise RestartInEnvironment(message, {ONEDNN_ENV: "0", ONEDNN_AUTO_ENV: None})
+        raise UserError(message)
     if warn and native is not None and not native():
         _warn_emulated(precision)
     return precision
