@@ -15,6 +15,9 @@ trained with the same compiled step `model.fit` runs. Reported:
 - `achieved_gflops` = flops / median step time; `peak_matmul_gflops`: a 2048 x 2048 matmul in the same
   dtype timed in the same process before, between and after the timed steps (the best round); `mfu` =
   achieved / peak;
+- `tf_onednn`: whether TensorFlow ran its oneDNN kernels (unit_tf turns them on where TensorFlow would not,
+  except for an emulated bfloat16 on CPUs without AVX-512: unit_tf.hardware; every precision is checked
+  before the first is timed, so such a command restarts before it measures anything);
 - `input_wait_fraction`: time spent waiting for the next batch / total time of the timed steps;
 - `peak_rss_gib`: the process's peak resident memory so far (Linux ru_maxrss): what training this preset needs.
 
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from unit_tf.cli import ArgumentParser, positive_int, quiet_tensorflow  # noqa: E402
 from unit_tf.config import MIXED_PRECISION  # noqa: E402
 from unit_tf.errors import run_cli  # noqa: E402
-from unit_tf.hardware import describe, resolve_precision  # noqa: E402
+from unit_tf.hardware import describe, onednn_on, resolve_precision  # noqa: E402
 
 PEAK_MATMUL_SIZE = 2048
 
@@ -217,6 +220,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
             "images_per_sec": round(config.data.batch_size / step_s, 1),
             "model_flops_per_step": flops, "achieved_gflops": round(achieved, 1),
             "peak_matmul_gflops": round(peak.gflops, 1), "mfu": round(achieved / peak.gflops, 3),
+            "tf_onednn": onednn_on(),
             "input_wait_fraction": round(sum(waits) / sum(totals), 4), "timed_steps": args.steps,
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
@@ -227,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     device = describe()
+    for precision in args.precisions:  # every precision's check (a restart without oneDNN) before any timing
+        resolve_precision(precision, warn=False)
     runs = []
     for precision in args.precisions:
         runs.append({**measure(args, precision), "device": device})

@@ -48,4 +48,5 @@ def test_throughput_benchmark_prints_one_json_line():
     assert len(warnings) == 1 and "bfloat16 is emulated" in warnings[0] and "x " in warnings[0], result.stderr
     for run in out["runs"]:
         assert run["model_flops_per_step"] > 0 and run["images_per_sec"] > 0 and 0 < run["mfu"] < 2
+        assert isinstance(run["tf_onednn"], bool)
         assert 0 <= run["input_wait_fraction"] <= 1 and run["peak_matmul_gflops"] > 0
