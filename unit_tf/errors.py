@@ -44,7 +44,8 @@ class TrainingInterrupted(Exception):
 
 
 def run_cli(main: Callable[[], int | None], prog: str) -> None:
-    """Run a command-line entry point, turning a UserError into one line on stderr and its exit code."""
+    """Run a command-line entry point, turning a UserError into one line on stderr and its exit code (a
+    RestartInEnvironment restarts the same command line once, in the changed environment, instead)."""
     try:
         code = main()
     except RestartInEnvironment as err:

@@ -233,7 +233,7 @@ def resolve_precision(choice: str, warn: bool = True) -> str:
         message = (f"bfloat16 has no oneDNN kernels on a CPU without AVX-512, and TensorFlow runs oneDNN here "
                    f"({ONEDNN_ENV}=1): use --mixed-precision off (or auto), or set {ONEDNN_ENV}=0 to run bfloat16 "
                    "emulated by TensorFlow's own kernels (slow)")
-        if os.environ.get(ONEDNN_AUTO_ENV) == "1":  # unit_tf's choice, not the user's: a command restarts without
+        if os.environ.get(ONEDNN_AUTO_ENV) == "1":  # unit_tf's choice, not the user's: restart without oneDNN
             raise RestartInEnvironment(message, {ONEDNN_ENV: "0", ONEDNN_AUTO_ENV: None})
         raise UserError(message)
     if warn and native is not None and not native():
