@@ -43,25 +43,27 @@ class TrainingInterrupted(Exception):
         self.exit_code = 128 + signum
 
 
+def _restart(changes: dict[str, str | None]) -> None:
+    """Replace this process by the same command line in the environment with `changes` (None: unset)."""
+    env = {**os.environ, RESTARTED_ENV: "1"}
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
 def run_cli(main: Callable[[], int | None], prog: str) -> None:
     """Run a command-line entry point, turning a UserError into one line on stderr and its exit code (a
     RestartInEnvironment restarts the same command line once, in the changed environment, instead)."""
     try:
         code = main()
-    except RestartInEnvironment as err:
-        if os.environ.get(RESTARTED_ENV) != "1":
-            env = {**os.environ, RESTARTED_ENV: "1"}
-            for name, value in err.changes.items():
-                if value is None:
-                    env.pop(name, None)
-                else:
-                    env[name] = value
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
     except UserError as err:
+        if isinstance(err, RestartInEnvironment) and os.environ.get(RESTARTED_ENV) != "1":
+            _restart(err.changes)
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except TrainingInterrupted as err:
