@@ -15,7 +15,7 @@ from helpers import StepLogs, synthetic_digits, tiny_config, tiny_translation_co
 from unit_tf import fast
 from unit_tf.config import DA_SETTINGS, defining_differences, validate
 from unit_tf.errors import UserError
-from unit_tf.fast import conv_matmul, matmul
+from unit_tf.fast import conv_matmul, matmul, winograd
 from unit_tf.fast.adam import FusedAdam
 from unit_tf.fast.batch_norm import FusedBatchNormalization
 from unit_tf.layers import ConvBlock
@@ -424,6 +424,93 @@ def test_flipped_input_gradient_equals_the_convolution(settings, shape, monkeypa
     assert conv_matmul._form(few, 8, 8, tf.float32) is None
     monkeypatch.setenv("UNIT_AVX512", "1")
     assert conv_matmul._form(layer, shape[1], shape[2], tf.float32) is None
+
+
+@pytest.mark.parametrize("r", [3, 5])
+def test_winograd_matrices_compute_the_correlation(r):
+    """F(4, r): A^T [(G g) . (B^T d)] is the correlation of d with g (float64, to 1e-12)."""
+    a_t, g, b_t = winograd.matrices(winograd.TILE, r)
+    rng = np.random.default_rng(r)
+    for _ in range(20):
+        d, k = rng.standard_normal(winograd.TILE + r - 1), rng.standard_normal(r)
+        want = np.array([d[i:i + r] @ k for i in range(winograd.TILE)])
+        np.testing.assert_allclose(a_t @ ((g @ k) * (b_t @ d)), want, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("r, shape, filters", [
+    (5, [3, 8, 8, 16], 24),  # the discriminator's 5x5 conv on 8x8 maps
+    (5, [2, 16, 12, 8], 5),  # non-square map, two tile rows and three columns
+    (3, [2, 8, 4, 4], 6),
+])
+def test_winograd_conv_equals_the_convolution(r, shape, filters):
+    """Winograd's conv and both its gradients equal the conv's: exactly up to float64 rounding (the algorithm),
+    and in float32 to a rounding error bounded at a few times the direct conv's (measured: at most 7e-6 of the
+    largest value, direct 6e-7)."""
+    rng = np.random.default_rng(r)
+    x = rng.standard_normal(shape)
+    kernel = rng.standard_normal([r, r, shape[3], filters]) / np.sqrt(r * r * shape[3])
+    dy = rng.standard_normal(shape[:3] + [filters])
+
+    def run(conv, dtype):
+        xt, kt = tf.constant(x, dtype), tf.constant(kernel, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch([xt, kt])
+            y = conv(xt, kt)
+        return [t.numpy().astype(np.float64) for t in (y, *tape.gradient(y, [xt, kt], tf.constant(dy, dtype)))]
+
+    want = run(lambda t, k: tf.nn.conv2d(t, k, 1, "SAME"), tf.float64)
+    for tol, dtype in ((1e-12, tf.float64), (3e-5, tf.float32)):
+        for name, got, ref in zip(("y", "dx", "dkernel"), run(winograd.conv, dtype), want, strict=True):
+            np.testing.assert_allclose(got, ref, rtol=0, atol=tol * np.abs(ref).max(), err_msg=f"{dtype} {name}")
+
+
+def test_winograd_form_runs_where_it_was_measured():
+    """float32 5x5 'same' convs on 8x8 - 16x16 maps of >= 64 channels take Winograd (values and gradients as the
+    conv's through `convolve`); 3 channels, 3x3 kernels, larger or untileable maps, bfloat16 do not."""
+    layer = keras.layers.Conv2D(6, 5, padding="same")
+    _check_kernel_gradient_form(layer, [2, 8, 8, conv_matmul.MIN_WINOGRAD_CHANNELS], "float32", "winograd",
+                                lambda t, k: tf.nn.conv2d(t, k, 1, "SAME"))
+    assert conv_matmul._form(layer, 16, 16, tf.float32) == "winograd"
+    assert conv_matmul._form(layer, 8, 8, tf.bfloat16) == "tap_kernel_grad"
+    for h, w in ((32, 32), (10, 10), (4, 4)):
+        assert conv_matmul._form(layer, h, w, tf.float32) != "winograd", (h, w)
+    few = keras.layers.Conv2D(6, 5, padding="same")
+    few.build([1, 8, 8, conv_matmul.MIN_WINOGRAD_CHANNELS - 1])
+    small_kernel = keras.layers.Conv2D(6, 3, padding="same")
+    small_kernel.build([1, 8, 8, conv_matmul.MIN_WINOGRAD_CHANNELS])
+    for other in (few, small_kernel):
+        assert conv_matmul._form(other, 8, 8, tf.float32) != "winograd"
+
+
+def test_winograd_discriminator_equals_the_plain_layers(monkeypatch):
+    """The digit discriminator with the channels of digits_da (its 16x16 and 8x8 convs take Winograd): logits and
+    their gradients (every weight, the input image) as with the plain layers, to float rounding.
+
+    The gradients are compared as wholes (relative norm of the difference): a max-pool window whose two largest
+    values lie within Winograd's rounding sends its gradient to the other pixel, a discrete change of a few
+    hundred elements. Measured here: one of the 16x16 conv's 32,768 windows (its top two 1e-6 apart) moves the
+    image's gradient by 2e-3 of its norm, the first conv's kernel gradient by 1.9e-3, the rest by <= 6e-4
+    (without that window all agree to 6e-6); a conv computed wrongly moves them by far more."""
+    forms = []
+    real_form = conv_matmul._form
+    monkeypatch.setattr(conv_matmul, "_form", lambda *args: forms.append(real_form(*args)) or forms[-1])
+    x = tf.random.stateless_uniform([4, 32, 32, 3], seed=[1, 2], minval=-1, maxval=1)
+    results = []
+    for fast_paths in ("off", "auto"):
+        keras.utils.set_random_seed(11)
+        model = build_model(tiny_config("svhn_mnist", **{**DA_SETTINGS, "model.dis_ch": 64,
+                                                         "model.fast_paths": fast_paths}))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = model.discriminate(x, "a")
+            loss = tf.reduce_sum(tf.square(logits) + tf.sin(logits))
+        grads = tape.gradient(loss, [x, *model.d_variables])  # the classifier head's: None (not in this pass)
+        results.append([logits.numpy(), *(g.numpy() for g in grads if g is not None)])
+    assert forms.count("winograd") >= 2  # the 16x16 and the 8x8 conv (at build and in the pass)
+    assert len(results[0]) >= 2 + 2 * 5  # logits, the image's gradient, five convs' kernels and biases
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=0, atol=2e-5 * np.abs(results[0][0]).max())
+    for index, (want, got) in enumerate(zip(results[0][1:], results[1][1:], strict=True)):
+        assert np.linalg.norm(got - want) <= 2e-2 * np.linalg.norm(want), index
 
 
 @pytest.mark.parametrize("avx512, onednn", [("0", "0"), ("1", "0"), ("0", "1")])

@@ -1,14 +1,16 @@
 """Fast paths: exact rewrites of a computation that run faster where they were measured (CPUs), and the ONE
 decision whether they run.
 
-- `conv_matmul`: convolutions on maps of a few pixels (or only their kernel gradients) as matmuls;
+- `conv_matmul`: convolutions on maps of a few pixels (or only their kernel gradients) as matmuls, and
+  (`winograd`) float32 5x5 convolutions on 8x8 - 16x16 maps by Winograd's minimal filtering;
 - `batch_norm.FusedBatchNormalization`: Keras' batch norm computed by TF's fused kernel;
 - `adam.FusedAdam`: Keras' Adam with each variable's update done by TF's fused ResourceApplyAdam kernel.
 
-Each computes what the plain Keras layer / op / optimizer computes (to float rounding) with the same variables
-under the same names, so the setting `model.fast_paths` (`auto` | `off`) may change between runs on the same
-checkpoints. `auto` turns them on only when TensorFlow sees no GPU: they work around CPU (oneDNN) kernels and
-none has been measured faster on a GPU. Measured timings: docs/performance.md.
+Each computes what the plain Keras layer / op / optimizer computes (to float rounding; Winograd's a few times
+the conv's own) with the same variables under the same names, so the setting `model.fast_paths` (`auto` |
+`off`) may change between runs on the same checkpoints. `auto` turns them on only when TensorFlow sees no GPU:
+they work around CPU (oneDNN) kernels and none has been measured faster on a GPU. Measured timings:
+docs/performance.md.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ exact rewrites, the kernel variable unchanged:
 - a stride-1 'same' conv on a map of at most `MAX_TOEPLITZ_PIXELS` pixels: a matmul with the conv's
   Toeplitz matrix (pixels x channels, in -> out), built from the kernel in the graph, its gradient summed
   back onto the kernel;
+- in float32, a stride-1 'same' 5x5 conv on a larger map (up to `MAX_WINOGRAD_PIXELS`, at least
+  `MIN_WINOGRAD_CHANNELS` input channels: the discriminator's 8x8 and 16x16): Winograd's minimal filtering
+  (unit_tf.fast.winograd), matmuls in a transformed domain with 6.25x fewer multiplications, equal to the conv
+  to float rounding a few times larger than its own;
 - a 'same' transposed conv of such a map whose kernel is a multiple of its stride (the generator's
   4x4 -> 8x8): one matmul gives every input pixel's kernel-sized contribution, which are then added where
   they overlap (col2im); autodiff makes both gradients matmuls too (from 8x8 maps on the convolution was
@@ -40,7 +44,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from unit_tf.fast import fp32_without_avx512
+from unit_tf.fast import fp32_without_avx512, winograd
 from unit_tf.fast.matmul import matmul, product
 
 #: Largest map (pixels) for the Toeplitz form: at 4x4 a 5x5 kernel reaches 77 % of the input pixels of each
@@ -56,6 +60,15 @@ MAX_KERNEL_GRAD_PIXELS = 64
 #: with the flipped kernel (CPUs without AVX-512): from 8 channels up it was measured faster than oneDNN's
 #: backward-data kernel, on 3 slower.
 MIN_FLIPPED_CHANNELS = 8
+
+#: A float32 stride-1 'same' 5x5 conv on a map of 8x8 up to this many pixels, height and width multiples of 4,
+#: with at least MIN_WINOGRAD_CHANNELS input channels runs by Winograd's F(4x4, 5x5) (unit_tf.fast.winograd):
+#: measured faster on the discriminator's 8x8 and 16x16 maps (128 and 64 channels) on CPUs with and without
+#: AVX-512. Not where it was measured slower (3 input channels; 3x3 kernels: F(4x4, 3x3) saves too little
+#: arithmetic for its transforms) or not measured (larger maps).
+MAX_WINOGRAD_PIXELS = 256
+MIN_WINOGRAD_CHANNELS = 64
+WINOGRAD_KERNEL = (5, 5)
 
 #: Largest (padded) input on which a bfloat16 strided 'valid' conv takes its kernel gradient block by block:
 #: the digit encoder's 20x20 -> 8x8; on its 36x36 first layer (5 channels) and in float32 oneDNN's kernel
@@ -79,6 +92,8 @@ def convolve(conv: keras.layers.Layer, x: tf.Tensor, bias: bool = True) -> tf.Te
         y = _transposed_block_kernel_grad(x, kernel, conv.strides[0])
     elif form == "strided_kernel_grad":
         y = _strided_block_kernel_grad(x, kernel, conv.strides[0])
+    elif form == "winograd":
+        y = winograd.conv(x, kernel)
     elif form == "flipped_input_grad":
         y = _conv_flipped_input_grad(x, kernel)
     elif form == "overlap_add":
@@ -127,6 +142,9 @@ def _form(conv: keras.layers.Layer, h: int, w: int, dtype: tf.DType) -> str | No
         return "toeplitz"
     if dtype == tf.bfloat16 and h * w <= MAX_KERNEL_GRAD_PIXELS:
         return "tap_kernel_grad"
+    if (dtype == tf.float32 and (kh, kw) == WINOGRAD_KERNEL and winograd.applies(h, w, (kh, kw))
+            and h * w <= MAX_WINOGRAD_PIXELS and conv.kernel.shape[2] >= MIN_WINOGRAD_CHANNELS):
+        return "winograd"
     flipped = fp32_without_avx512(dtype) and conv.kernel.shape[2] >= MIN_FLIPPED_CHANNELS
     return "flipped_input_grad" if flipped else None
 
