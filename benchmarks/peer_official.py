@@ -14,12 +14,14 @@ side that goes first alternates from pair to pair, and the other process waits i
 Prints ONE JSON line: per precision the step times of every pair and their ratio official / ours,
 `ratio_official_over_ours` (the median of the pair ratios), `ratio_official_fastest_over_ours_median` (the
 official code at its best minute against our median), per side the median and fastest step, the FLOPs per step
-(official: torch's FlopCounterMode, which counts matmuls and convolutions, forward and backward; ours: the
-train-step graph as benchmarks/throughput.py counts it, every op with a FLOP formula), the achieved GFLOP/s,
-and both sides' MFU against the machine's matmul rate in that precision (`peak_matmul_gflops`: TF's 2048 x 2048
-matmul chain, best of 3 rounds in our side's process before the pairs; convolutions counted with their
-padding can pass it);
-and the CPU: model, SIMD flags, whether bfloat16 is native. Each precision's result also goes to stderr as soon
+(official: torch's FlopCounterMode, which counts matmuls and convolutions, forward and backward, each
+convolution by its direct formula whatever algorithm oneDNN picks; ours: the train-step graph as
+benchmarks/throughput.py counts it, every op with a FLOP formula, Winograd's convs as the convs they are), the
+achieved GFLOP/s, ours also by the executed graph (`executed_flops_per_step`, `executed_gflops`,
+`executed_mfu`: the fast paths' forms, e.g. Winograd's fewer products), and both sides' MFU against the
+machine's matmul rate in that precision (`peak_matmul_gflops`: TF's 2048 x 2048 matmul chain, best of 3 rounds
+in our side's process before the pairs; convolutions counted with their padding can pass it); and the CPU:
+model, SIMD flags, whether bfloat16 is native. Each precision's result also goes to stderr as soon
 as it is measured.
 
 `--isa avx2` caps both sides at AVX2 + FMA on a CPU with AVX-512 (`ISA_CAPS`: oneDNN, torch's kernels, MKL,
@@ -127,14 +129,20 @@ def run_pairs(official: Any, ours: Any, pairs: int) -> list[dict[str, Any]]:
 
 
 def side_summary(seconds: list[float], info: dict[str, Any], peak_gflops: float | None = None) -> dict[str, Any]:
-    """Median and fastest step, FLOPs per step and achieved GFLOP/s (FLOPs / median step) of one side, and its
-    MFU against the machine's matmul rate `peak_gflops` where measured."""
+    """Median and fastest step, FLOPs per step and achieved GFLOP/s (FLOPs / median step) of one side (ours also
+    by its executed graph), and its MFU against the machine's matmul rate `peak_gflops` where measured."""
     median = statistics.median(seconds)
     achieved = info["flops_per_step"] / median / 1e9
     summary = {"step_s_median": round(median, 3), "step_s_fastest": round(min(seconds), 3),
                "flops_per_step": int(info["flops_per_step"]), "achieved_gflops": round(achieved, 1)}
     if peak_gflops:
         summary["mfu"] = round(achieved / peak_gflops, 3)
+    if "executed_flops_per_step" in info:  # ours: the graph that runs, where it differs from the model's count
+        executed = info["executed_flops_per_step"] / median / 1e9
+        summary.update({"executed_flops_per_step": int(info["executed_flops_per_step"]),
+                        "executed_gflops": round(executed, 1)})
+        if peak_gflops:
+            summary["executed_mfu"] = round(executed / peak_gflops, 3)
     return {**summary, "library": info.get("library")}
 
 

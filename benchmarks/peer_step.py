@@ -90,13 +90,13 @@ def official_step(repo: str, precision: str, threads: int, warmup: int,
 
 def our_step(precision: str, threads: int, warmup: int,
              overrides: dict[str, Any]) -> tuple[Callable[[], None], dict[str, Any]]:
-    """The digits_official train step on random images, warmed up: (step, {FLOPs per step from its graph, the
-    machine's matmul rate in the step's precision (benchmarks/throughput.py's MatmulPeak, best of 3 rounds),
-    library})."""
+    """The digits_official train step on random images, warmed up: (step, {FLOPs per step: the model's (convs
+    counted as convs) and the executed graph's (benchmarks/throughput.py), the machine's matmul rate in the
+    step's precision (throughput.py's MatmulPeak, best of 3 rounds), library})."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    from throughput import MatmulPeak, graph_flops, synthetic_train_step
+    from throughput import MatmulPeak, graph_flops, model_flops, synthetic_train_step
 
     from unit_tf.config import resolve_config
     from unit_tf.distribute import make_strategy
@@ -113,10 +113,11 @@ def our_step(precision: str, threads: int, warmup: int,
 
     for _ in range(warmup):
         step()
-    flops = graph_flops(train_step.get_concrete_function(dataset.element_spec))
+    executed = graph_flops(train_step.get_concrete_function(dataset.element_spec))
     peak = MatmulPeak(resolved)
     peak.sample(3)
-    return step, {"flops_per_step": flops, "peak_matmul_gflops": round(peak.gflops, 1),
+    return step, {"flops_per_step": model_flops(config, strategy), "executed_flops_per_step": executed,
+                  "peak_matmul_gflops": round(peak.gflops, 1),
                   "library": f"tensorflow {tf.__version__}, oneDNN {'on' if onednn_on() else 'off'}"}
 
 

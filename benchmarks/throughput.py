@@ -10,11 +10,15 @@ trained with the same compiled step `model.fit` runs. Reported:
   `step_ms_min` the fastest of them (what the machine does in a quiet moment), `step_ms_each` all of them in
   order (their spread shows how steady the machine was during the run);
 - `images_per_sec`: images per domain per second (global batch / median step time);
-- `model_flops_per_step`: float operations of the compiled train-step graph, counted by TensorFlow's
-  profiler from the graph's ops and static shapes (forward, backward and optimizer; both updates);
-- `achieved_gflops` = flops / median step time; `peak_matmul_gflops`: a 2048 x 2048 matmul in the same
-  dtype timed in the same process before, between and after the timed steps (the best round); `mfu` =
-  achieved / peak;
+- `model_flops_per_step`: float operations per step of the compiled train-step graph (forward, backward and
+  optimizer; both updates; only the ops the runtime executes), counted by TensorFlow's profiler from the ops
+  and static shapes, with each convolution the Winograd form runs counted as that convolution (its graph
+  traced with the form off): the convention of torch's FlopCounterMode, "effective" FLOPs for Winograd;
+  `executed_flops_per_step`: the graph as it runs (Winograd's transformed products: 6.25x fewer
+  multiplications than the 5x5 convs they compute);
+- `achieved_gflops` = model flops / median step time (`executed_gflops` the same for the executed count);
+  `peak_matmul_gflops`: a 2048 x 2048 matmul in the same dtype timed in the same process before, between and
+  after the timed steps (the best round); `mfu` = achieved / peak (`executed_mfu`);
 - `tf_onednn`: whether TensorFlow ran its oneDNN kernels (unit_tf turns them on where TensorFlow would not,
   except for an emulated bfloat16 on CPUs without AVX-512: unit_tf.hardware; every precision is checked
   before the first is timed, so such a command restarts before it measures anything);
@@ -98,6 +102,21 @@ def op_flops(op: Any) -> int:
         return int(tf_ops.get_stats_for_node_def(op.graph, op.node_def, "flops").value or 0)
     except ValueError:  # no flops formula registered for this op type (data movement, control flow)
         return 0
+
+
+def model_flops(config: Any, strategy: Any) -> int:
+    """FLOPs per step of `config`'s train step with every convolution counted as the convolution it computes:
+    the graph traced (not run) with the Winograd form off, each conv it would take then a conv op counted by its
+    direct formula, as torch's FlopCounterMode counts a conv whatever algorithm runs it."""
+    from unit_tf.fast import conv_matmul
+
+    limit = conv_matmul.MAX_WINOGRAD_PIXELS
+    conv_matmul.MAX_WINOGRAD_PIXELS = 0  # this trace only: no map is small enough for Winograd
+    try:
+        step, dataset = synthetic_train_step(config, strategy, config.data.batch_size)
+        return graph_flops(step.get_concrete_function(dataset.element_spec))
+    finally:
+        conv_matmul.MAX_WINOGRAD_PIXELS = limit
 
 
 def graph_flops(concrete_function: Any) -> int:
@@ -198,8 +217,9 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
     iterator = iter(dataset)
     for _ in range(args.warmup):
         step(next(iterator))["g_loss"].numpy()
-    # FLOPs of the graph fit runs (single device: the replica's step is the whole step).
-    flops = graph_flops(step.get_concrete_function(dataset.element_spec))
+    # FLOPs of the graph fit runs and of the plain model (single device: the replica's step is the whole step).
+    executed = graph_flops(step.get_concrete_function(dataset.element_spec))
+    flops = model_flops(config, strategy)
     waits, totals = [], []
     for _ in range(args.steps):
         start = time.perf_counter()
@@ -220,6 +240,8 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
             "images_per_sec": round(config.data.batch_size / step_s, 1),
             "model_flops_per_step": flops, "achieved_gflops": round(achieved, 1),
             "peak_matmul_gflops": round(peak.gflops, 1), "mfu": round(achieved / peak.gflops, 3),
+            "executed_flops_per_step": executed, "executed_gflops": round(executed / step_s / 1e9, 1),
+            "executed_mfu": round(executed / step_s / 1e9 / peak.gflops, 3),
             "tf_onednn": onednn_on(),
             "input_wait_fraction": round(sum(waits) / sum(totals), 4), "timed_steps": args.steps,
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}

@@ -144,6 +144,11 @@ def test_pairs_alternate_which_side_goes_first_and_the_json_adds_up():
                                "achieved_gflops": 71.8, "mfu": 0.718, "library": "torch x"}
     assert run["ours"]["step_s_median"] == 16.0 and run["ours"]["achieved_gflops"] == 60.6
     assert run["peak_matmul_gflops"] == 100.0 and run["ours"]["mfu"] == 0.606
+    assert "executed_gflops" not in run["ours"]
+    ours = {"flops_per_step": 0.97e12, "executed_flops_per_step": 0.55e12, "peak_matmul_gflops": 100.0}
+    executed = summarize("off", pairs, {"flops_per_step": 1.58e12}, ours)["ours"]
+    assert executed["achieved_gflops"] == 60.6 and executed["executed_flops_per_step"] == 550000000000
+    assert executed["executed_gflops"] == 34.4 and executed["executed_mfu"] == 0.344  # 0.55e12 / 16 s
     json.dumps(run)
 
 
@@ -173,6 +178,7 @@ def test_our_side_times_the_digits_official_step():
     replies = step_worker("ours", "--set", "model.gen_ch=4", "--set", "model.dis_ch=4", "--set", "data.batch_size=8")
     assert replies[0]["ready"] and replies[0]["flops_per_step"] > 0 and replies[0]["library"].startswith("tensorflow")
     assert replies[0]["peak_matmul_gflops"] > 0 and "oneDNN" in replies[0]["library"]
+    assert replies[0]["executed_flops_per_step"] > 0
     assert len(replies) == 3 and all(r["seconds"] > 0 for r in replies[1:])
 
 

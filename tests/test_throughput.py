@@ -10,7 +10,7 @@ from helpers import ROOT, run_script
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from throughput import graph_flops  # noqa: E402
+from throughput import graph_flops, model_flops, synthetic_train_step  # noqa: E402
 
 
 def test_graph_flops_counts_a_known_graph():
@@ -33,6 +33,25 @@ def test_graph_flops_skips_ops_the_runtime_prunes():
     assert graph_flops(concrete) == 2 * 64 * 128 * 64
 
 
+def test_model_flops_count_winograd_convolutions_as_convolutions():
+    """The digit D with 64 channels runs two convs by Winograd: the executed graph counts its fewer products, the
+    model's count the convs (each 5x5 conv's products 6.25x the Winograd ones), and the form stays on after."""
+    from helpers import tiny_config
+
+    from unit_tf.config import DA_SETTINGS
+    from unit_tf.distribute import make_strategy
+    from unit_tf.fast import conv_matmul
+
+    config = tiny_config("svhn_mnist", **{**DA_SETTINGS, "model.dis_ch": 64})
+    strategy = make_strategy("auto")
+    step, dataset = synthetic_train_step(config, strategy, config.data.batch_size)
+    executed = graph_flops(step.get_concrete_function(dataset.element_spec))
+    model = model_flops(config, strategy)
+    assert conv_matmul.MAX_WINOGRAD_PIXELS == 256
+    # the 16x16 (64 -> 128) conv's forward alone, one pass of 8 images, is 2 * 8 * 256 * 25 * 64 * 128 FLOPs
+    assert model - executed > 2 * 8 * 256 * 25 * 64 * 128
+
+
 def test_throughput_benchmark_prints_one_json_line():
     result = run_script("benchmarks/throughput.py", "--dataset", "mnist_usps", "--preset", "digits_small",
                         "--batch-size", "8", "--steps", "2", "--warmup", "1", "--images", "32",
@@ -48,5 +67,6 @@ def test_throughput_benchmark_prints_one_json_line():
     assert len(warnings) == 1 and "bfloat16 is emulated" in warnings[0] and "x " in warnings[0], result.stderr
     for run in out["runs"]:
         assert run["model_flops_per_step"] > 0 and run["images_per_sec"] > 0 and 0 < run["mfu"] < 2
+        assert run["executed_flops_per_step"] > 0 and 0 < run["executed_mfu"] < 2
         assert isinstance(run["tf_onednn"], bool)
         assert 0 <= run["input_wait_fraction"] <= 1 and run["peak_matmul_gflops"] > 0
