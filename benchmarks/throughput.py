@@ -217,7 +217,8 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
     iterator = iter(dataset)
     for _ in range(args.warmup):
         step(next(iterator))["g_loss"].numpy()
-    # FLOPs of the graph fit runs and of the plain model (single device: the replica's step is the whole step).
+    # FLOPs of the graph fit runs, and with Winograd's convs counted as convs (single device: the replica's
+    # step is the whole step).
     executed = graph_flops(step.get_concrete_function(dataset.element_spec))
     flops = model_flops(config, strategy)
     waits, totals = [], []
