@@ -96,7 +96,7 @@ def our_step(precision: str, threads: int, warmup: int,
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    from throughput import MatmulPeak, graph_flops, model_flops, synthetic_train_step
+    from throughput import MatmulPeak, step_flops, synthetic_train_step
 
     from unit_tf.config import resolve_config
     from unit_tf.distribute import make_strategy
@@ -113,10 +113,10 @@ def our_step(precision: str, threads: int, warmup: int,
 
     for _ in range(warmup):
         step()
-    executed = graph_flops(train_step.get_concrete_function(dataset.element_spec))
+    flops, executed = step_flops(config, strategy, train_step.get_concrete_function(dataset.element_spec))
     peak = MatmulPeak(resolved)
     peak.sample(3)
-    return step, {"flops_per_step": model_flops(config, strategy), "executed_flops_per_step": executed,
+    return step, {"flops_per_step": flops, "executed_flops_per_step": executed,
                   "peak_matmul_gflops": round(peak.gflops, 1),
                   "library": f"tensorflow {tf.__version__}, oneDNN {'on' if onednn_on() else 'off'}"}
 

@@ -104,17 +104,21 @@ def op_flops(op: Any) -> int:
         return 0
 
 
-def model_flops(config: Any, strategy: Any) -> int:
-    """FLOPs per step of `config`'s train step with every convolution counted as the convolution it computes:
-    the graph traced (not run) with the Winograd form off, each conv it would take then a conv op counted by its
-    direct formula, as torch's FlopCounterMode counts a conv whatever algorithm runs it."""
-    from unit_tf.fast import conv_matmul
+def step_flops(config: Any, strategy: Any, concrete_function: Any) -> tuple[int, int]:
+    """(model FLOPs, executed FLOPs) per step of `config`'s traced train step `concrete_function`. The model's
+    count takes every convolution as the convolution it computes: where the graph runs some by Winograd (ops
+    in winograd.SCOPE), the step traced once more (not run) with that form off, each such conv then a conv op
+    counted by its direct formula, as torch's FlopCounterMode counts a conv whatever algorithm runs it."""
+    from unit_tf.fast import conv_matmul, winograd
 
+    executed = graph_flops(concrete_function)
+    if not any(f"{winograd.SCOPE}/" in op.name for op in live_ops(concrete_function)):
+        return executed, executed
     limit = conv_matmul.MAX_WINOGRAD_PIXELS
     conv_matmul.MAX_WINOGRAD_PIXELS = 0  # this trace only: no map is small enough for Winograd
     try:
         step, dataset = synthetic_train_step(config, strategy, config.data.batch_size)
-        return graph_flops(step.get_concrete_function(dataset.element_spec))
+        return graph_flops(step.get_concrete_function(dataset.element_spec)), executed
     finally:
         conv_matmul.MAX_WINOGRAD_PIXELS = limit
 
@@ -219,8 +223,7 @@ def measure(args: Any, precision: str) -> dict[str, Any]:
         step(next(iterator))["g_loss"].numpy()
     # FLOPs of the graph fit runs, and with Winograd's convs counted as convs (single device: the replica's
     # step is the whole step).
-    executed = graph_flops(step.get_concrete_function(dataset.element_spec))
-    flops = model_flops(config, strategy)
+    flops, executed = step_flops(config, strategy, step.get_concrete_function(dataset.element_spec))
     waits, totals = [], []
     for _ in range(args.steps):
         start = time.perf_counter()

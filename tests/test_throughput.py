@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
 import tensorflow as tf
 from helpers import ROOT, run_script
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from throughput import graph_flops, model_flops, synthetic_train_step  # noqa: E402
+import throughput  # noqa: E402
+from throughput import graph_flops, step_flops, synthetic_train_step  # noqa: E402
 
 
 def test_graph_flops_counts_a_known_graph():
@@ -33,23 +35,30 @@ def test_graph_flops_skips_ops_the_runtime_prunes():
     assert graph_flops(concrete) == 2 * 64 * 128 * 64
 
 
-def test_model_flops_count_winograd_convolutions_as_convolutions():
+def test_model_flops_count_winograd_convolutions_as_convolutions(monkeypatch):
     """The digit D with 64 channels runs two convs by Winograd: the executed graph counts its fewer products, the
-    model's count the convs (each 5x5 conv's products 6.25x the Winograd ones), and the form stays on after."""
+    model's count the convs (each 5x5 conv's products 6.25x the Winograd ones), and the form stays on after. A
+    step without Winograd convs is counted once, not traced again."""
     from helpers import tiny_config
 
     from unit_tf.config import DA_SETTINGS
     from unit_tf.distribute import make_strategy
     from unit_tf.fast import conv_matmul
 
-    config = tiny_config("svhn_mnist", **{**DA_SETTINGS, "model.dis_ch": 64})
     strategy = make_strategy("auto")
-    step, dataset = synthetic_train_step(config, strategy, config.data.batch_size)
-    executed = graph_flops(step.get_concrete_function(dataset.element_spec))
-    model = model_flops(config, strategy)
-    assert conv_matmul.MAX_WINOGRAD_PIXELS == 256
-    # the 16x16 (64 -> 128) conv's forward alone, one pass of 8 images, is 2 * 8 * 256 * 25 * 64 * 128 FLOPs
-    assert model - executed > 2 * 8 * 256 * 25 * 64 * 128
+    for dis_ch, winograd_convs in ((64, True), (4, False)):
+        config = tiny_config("svhn_mnist", **{**DA_SETTINGS, "model.dis_ch": dis_ch})
+        step, dataset = synthetic_train_step(config, strategy, config.data.batch_size)
+        concrete = step.get_concrete_function(dataset.element_spec)
+        if not winograd_convs:
+            monkeypatch.setattr(throughput, "synthetic_train_step", lambda *args: pytest.fail("traced again"))
+        model, executed = step_flops(config, strategy, concrete)
+        assert executed == graph_flops(concrete) and conv_matmul.MAX_WINOGRAD_PIXELS == 256
+        if winograd_convs:
+            # the 16x16 (64 -> 128) conv's forward alone, one pass of 8 images, is 2 * 8 * 256 * 25 * 64 * 128
+            assert model - executed > 2 * 8 * 256 * 25 * 64 * 128
+        else:
+            assert model == executed
 
 
 def test_throughput_benchmark_prints_one_json_line():

@@ -23,6 +23,9 @@ import tensorflow as tf
 #: Output block size m: F(4x4, 5x5) reads 8x8 tiles at stride 4 (maps whose height and width are multiples of 4).
 TILE = 4
 
+#: Name scope of the form's ops (benchmarks/throughput.py finds a graph's Winograd convs by it).
+SCOPE = "winograd"
+
 #: Interpolation points of the Toom-Cook construction (the last point is infinity): small, reciprocal pairs keep
 #: the transforms' entries (and their rounding) small.
 POINTS = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2), 3, -3)
@@ -76,7 +79,8 @@ def conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
 
         return y, grad
 
-    return run(x, kernel)
+    with tf.name_scope(SCOPE):
+        return run(x, kernel)
 
 
 def _kron(matrix: np.ndarray, dtype: tf.DType) -> tf.Tensor:
